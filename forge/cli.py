@@ -1,0 +1,164 @@
+"""The `forge` command: compose and check the config (Hydra only), then run the stages.
+
+Everything here stays light: torch, Lightning and transformers are imported by the stages, so
+`forge --help`, `forge --cfg job` and `forge validate` answer in well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from forge.config.compose import CONFIG_MODULE, CONFIG_NAME, compose
+from forge.config.errors import ConfigError
+from forge.config.validate import validate
+
+MAX_CHECKED_SWEEP_POINTS = 256
+_NO_PRECHECK_FLAGS = {"-h", "--help", "--hydra-help", "--info", "--shell-completion", "-sc"}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv[:1] == ["validate"]:
+            _validate(argv[1:])
+        elif "--params" in argv:
+            _run_params_file(argv)
+        else:
+            _run_hydra(argv)
+    except ConfigError as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"forge: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _validate(overrides: list[str]) -> None:
+    cfg, origin = compose(overrides)
+    cfg = validate(cfg, origin.where)
+    from forge.summary import print_config_summary
+
+    print_config_summary(cfg)
+
+
+def _run_hydra(argv: list[str]) -> None:
+    from hydra._internal.utils import get_args_parser
+
+    args = get_args_parser().parse_args(argv)
+    if not (_NO_PRECHECK_FLAGS & set(argv)) and not (args.config_path or args.config_name):
+        _precheck(args.overrides, multirun=args.multirun)
+        resume = _resume_dir(args.overrides)
+        if resume is not None and not args.multirun:
+            # Continue in the run's own directory, so its checkpoints and logs stay one run.
+            argv = argv + [f"hydra.run.dir={resume}"]
+    sys.argv = [sys.argv[0] or "forge"] + argv
+    _hydra_main()
+    if args.multirun:
+        from forge.sweep import SweepSummary
+
+        if SweepSummary.failed:
+            print(f"forge: error: {SweepSummary.failed} sweep point(s) failed; see the summary above", file=sys.stderr)
+            sys.exit(1)
+
+
+def _precheck(overrides: list[str], multirun: bool) -> None:
+    """Compose and validate every point before Hydra starts, so a bad value fails in a second."""
+    points = [overrides]
+    if multirun:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        points = [p for batch in BasicSweeper.split_arguments(parsed, None) for p in batch]
+    for point in points[:MAX_CHECKED_SWEEP_POINTS]:
+        cfg, origin = compose(point)
+        validate(cfg, origin.where)
+
+
+def _resume_dir(overrides: list[str]) -> Optional[str]:
+    for ov in overrides:
+        if ov.startswith("resume=") and ov != "resume=null":
+            return ov.split("=", 1)[1]
+    return None
+
+
+@hydra.main(version_base=None, config_path=f"pkg://{CONFIG_MODULE}", config_name=CONFIG_NAME)
+def _hydra_main(cfg: DictConfig) -> Optional[float]:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from forge.stages import execute
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    cfg = _checked(cfg, list(hc.overrides.task))
+    if hc.mode == RunMode.MULTIRUN:
+        from forge.sweep import run_point
+
+        return run_point(cfg, run_dir)
+    try:
+        return execute(cfg, run_dir).objective
+    except ConfigError:
+        raise
+    except _user_errors() as e:
+        print(f"forge: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _checked(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    from forge.config.compose import Origin
+
+    return validate(cfg, Origin(overrides=overrides).where)
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from forge.errors import ForgeError
+
+    return (ForgeError,)
+
+
+def _run_params_file(argv: list[str]) -> None:
+    """`forge --params params.yaml --run-dir DIR [key=value ...]`: one resolved config, no Hydra.
+
+    This is how dvc.yaml runs each stage: DVC composes params.yaml, forge runs from it.
+    """
+    from forge.config.errors import yaml_line
+    from forge.stages import execute
+
+    params, run_dir, overrides = _split_params_args(argv)
+    try:
+        cfg = OmegaConf.load(params)
+    except Exception as e:  # a YAML or IO error with its position
+        raise ConfigError(f"cannot read {params}: {e}") from None
+    cfg.merge_with_dotlist(overrides)
+
+    def where(key: str) -> str:
+        line = yaml_line(Path(params), key.split("."))
+        return f" ({params}:{line})" if line else ""
+
+    cfg = validate(cfg, where)
+    try:
+        execute(cfg, Path(run_dir))
+    except _user_errors() as e:
+        print(f"forge: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+def _split_params_args(argv: list[str]) -> tuple[str, str, list[str]]:
+    params, run_dir, rest = None, None, []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--params":
+            params = next(it, None)
+        elif arg == "--run-dir":
+            run_dir = next(it, None)
+        else:
+            rest.append(arg)
+    if not params or not run_dir:
+        raise ConfigError("--params needs a file and --run-dir a folder: forge --params params.yaml --run-dir DIR stage=NAME")
+    return params, run_dir, rest

@@ -1,0 +1,170 @@
+"""Structured schemas for every config group.
+
+A group option declares what it is with `_target_` (or has none, like the `trainer` group);
+`SCHEMAS[group][target]` is the dataclass its values must fit. Validation merges the composed
+node into that dataclass, so a wrong type, a misspelt or a missing key fails before any heavy
+import. The YAML files hold the values (fields here are MISSING), the schemas only the shape.
+Later features add an entry here next to the YAML file that uses it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+STAGES = ("all", "prepare", "train", "compress", "evaluate", "export")
+
+
+@dataclass
+class ForgeConfig:
+    """Top-level keys; the groups are checked one by one against SCHEMAS."""
+
+    stage: str = "all"
+    seed: int = 0
+    resume: Optional[str] = None
+    cache_dir: Optional[str] = None
+    model: Any = None
+    data: Any = None
+    curriculum: Any = None
+    compressor: Any = None
+    trainer: Any = None
+    optim: Any = None
+    peft: Any = None
+    eval: Any = None
+    export: Any = None
+    logger: Any = None
+
+
+@dataclass
+class TransformerSchema:
+    _target_: str = "forge.models.transformer.Transformer"
+    d_model: int = MISSING
+    n_layers: int = MISSING
+    n_heads: int = MISSING
+    d_ff: int = MISSING
+    dropout: float = MISSING
+    causal: bool = MISSING
+
+
+@dataclass
+class AdditionSchema:
+    _target_: str = "forge.data.addition.Addition"
+    digits: int = MISSING
+    reverse_answer: bool = MISSING
+    n_train: int = MISSING
+    n_val: int = MISSING
+    n_test: int = MISSING
+    seed: int = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
+class NoneSchema:
+    """An option that switches its group off."""
+
+    _target_: Optional[str] = None
+
+
+@dataclass
+class TrainerSchema:
+    accelerator: str = MISSING
+    devices: Any = MISSING
+    strategy: str = MISSING
+    num_nodes: int = MISSING
+    precision: str = MISSING
+    threads: Optional[int] = MISSING
+    process_group_backend: Optional[str] = MISSING
+    max_steps: int = MISSING
+    val_every_n_steps: int = MISSING
+    log_every_n_steps: int = MISSING
+    checkpoint_every_n_steps: int = MISSING
+    gradient_clip_val: Optional[float] = MISSING
+    accumulate_grad_batches: int = MISSING
+    deterministic: bool = MISSING
+
+
+@dataclass
+class AdamWSchema:
+    _target_: str = "torch.optim.AdamW"
+    lr: float = MISSING
+    betas: list[float] = MISSING
+    eps: float = MISSING
+    weight_decay: float = MISSING
+    warmup_steps: int = MISSING
+    schedule: str = MISSING
+    min_lr_ratio: float = MISSING
+
+
+@dataclass
+class ExactMatchEvalSchema:
+    split: str = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
+class ExportSchema:
+    format: str = MISSING
+
+
+@dataclass
+class DVCLiveSchema:
+    _target_: str = "dvclive.lightning.DVCLiveLogger"
+    dvcyaml: Optional[str] = MISSING
+    save_dvc_exp: bool = MISSING
+    report: Optional[str] = MISSING
+
+
+@dataclass
+class CSVLoggerSchema:
+    _target_: str = "lightning.pytorch.loggers.CSVLogger"
+
+
+@dataclass
+class TensorBoardSchema:
+    _target_: str = "lightning.pytorch.loggers.TensorBoardLogger"
+
+
+@dataclass
+class MLFlowSchema:
+    _target_: str = "lightning.pytorch.loggers.MLFlowLogger"
+    experiment_name: str = MISSING
+    tracking_uri: Optional[str] = MISSING
+
+
+@dataclass
+class WandbSchema:
+    _target_: str = "lightning.pytorch.loggers.WandbLogger"
+    project: str = MISSING
+    offline: bool = MISSING
+
+
+def _by_target(*schemas: type) -> dict[Optional[str], type]:
+    return {s.__dataclass_fields__["_target_"].default: s for s in schemas}
+
+
+SCHEMAS: dict[str, dict[Optional[str], type]] = {
+    "model": _by_target(TransformerSchema),
+    "data": _by_target(AdditionSchema),
+    "curriculum": _by_target(NoneSchema),
+    "compressor": _by_target(NoneSchema),
+    "trainer": {None: TrainerSchema},
+    "optim": _by_target(AdamWSchema),
+    "peft": _by_target(NoneSchema),
+    "eval": {None: ExactMatchEvalSchema},
+    "export": {None: ExportSchema},
+    "logger": _by_target(
+        NoneSchema, DVCLiveSchema, CSVLoggerSchema, TensorBoardSchema, MLFlowSchema, WandbSchema
+    ),
+}
+GROUPS = tuple(SCHEMAS)
+
+# The only modules a config's `_target_` may name: a recipe from elsewhere cannot run arbitrary
+# code by naming it. Extend this list in code, not in YAML.
+ALLOWED_TARGET_PREFIXES = (
+    "forge.",
+    "torch.optim.",
+    "lightning.pytorch.loggers.",
+    "dvclive.lightning.",
+)

@@ -1,0 +1,77 @@
+"""Check a composed config against the schemas and return it typed (strings become numbers)."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from forge.config.errors import ConfigError, choices_text, suggest
+from forge.config.schema import ALLOWED_TARGET_PREFIXES, GROUPS, SCHEMAS, STAGES, ForgeConfig
+
+Where = Callable[[str], str]
+
+
+def validate(cfg: DictConfig, where: Optional[Where] = None) -> DictConfig:
+    """The config merged into its schemas; ConfigError names the first bad key and its origin."""
+    where = where or (lambda key: "")
+    top = _merge(OmegaConf.structured(ForgeConfig), cfg, "", "the top level", where)
+    if top.stage not in STAGES:
+        raise ConfigError(
+            f"stage={top.stage}: no such stage{where('stage')}.{suggest(top.stage, STAGES)} "
+            + choices_text(STAGES)
+        )
+    for group in GROUPS:
+        node = cfg.get(group)
+        if not isinstance(node, DictConfig):
+            raise ConfigError(f"{group}: missing or not a mapping{where(group)}; choose {group}=OPTION.")
+        schema = _schema(group, node, where)
+        top[group] = _merge(OmegaConf.structured(schema), node, group, f"{group}", where)
+    return top
+
+
+def _schema(group: str, node: DictConfig, where: Where) -> type:
+    target = node.get("_target_")
+    schemas = SCHEMAS[group]
+    if target in schemas:
+        return schemas[target]
+    if None in schemas and target is None:
+        return schemas[None]
+    key = f"{group}._target_"
+    if target is not None and not str(target).startswith(ALLOWED_TARGET_PREFIXES):
+        raise ConfigError(
+            f"{key}={target}: not allowed{where(key)}. forge only instantiates classes under "
+            + ", ".join(ALLOWED_TARGET_PREFIXES)
+        )
+    known = [str(t) for t in schemas if t is not None]
+    raise ConfigError(
+        f"{key}={target}: no schema for this target{where(key)}.{suggest(str(target), known)} "
+        + choices_text(known)
+    )
+
+
+def _merge(schema: DictConfig, node: DictConfig, prefix: str, what: str, where: Where) -> DictConfig:
+    def full(key: object) -> str:
+        return f"{prefix}.{key}" if prefix else str(key)
+
+    try:
+        merged = OmegaConf.merge(schema, node)
+    except ConfigKeyError as e:
+        key = full(e.key)
+        valid = [str(k) for k in schema.keys()]
+        raise ConfigError(
+            f"{key}: no such key in {what}{where(key)}.{suggest(str(e.key), valid)} "
+            + choices_text(valid)
+        ) from None
+    except ValidationError as e:
+        key = full(e.full_key or e.key)
+        msg = str(e).split("\n")[0]
+        raise ConfigError(f"{key}: {msg}{where(key)}.") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{what}: {str(e).splitlines()[0]}") from None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:
+        key = full(missing[0])
+        raise ConfigError(f"{key}: no value given{where(key)}; set it in the group file or with {key}=VALUE.")
+    return merged

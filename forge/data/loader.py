@@ -1,0 +1,77 @@
+"""Batches from a prepared dataset, resumable mid-epoch.
+
+The loader is Lightning-stateful (`state_dict`/`load_state_dict`): the checkpoint records the
+epoch and how many batches of it were consumed, and a resumed run continues with exactly the
+batches an uninterrupted one would have seen. It also shards by rank itself, so the same
+batches are used with one process or several (Lightning's distributed sampler is turned off).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+
+class SplitDataset(Dataset):
+    """One split held in memory; indexing with a list of rows returns a whole batch."""
+
+    def __init__(self, data_dir: Path, split: str) -> None:
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(data_dir / f"{split}.safetensors"))
+        self.inputs = tensors["inputs"].long()
+        self.labels = tensors["labels"].long()
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    def __getitem__(self, rows: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(rows)
+        return {"inputs": self.inputs[idx], "labels": self.labels[idx]}
+
+
+class ResumableBatchSampler(Sampler[list[int]]):
+    """A fresh seeded permutation each epoch, this rank's share of it, cut into full batches."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.yielded, self._skip = 0, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self._skip = epoch, 0
+
+    def __len__(self) -> int:
+        return (self.n // self.world_size) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=gen)[self.rank :: self.world_size].tolist()
+        start, self._skip = self._skip, 0
+        for i in range(start, len(self)):
+            self.yielded = i + 1
+            yield order[i * self.batch_size : (i + 1) * self.batch_size]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "yielded": self.yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self._skip = state["epoch"], state["yielded"]
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose position is saved in Lightning checkpoints."""
+
+    def __init__(self, dataset: SplitDataset, batch_sampler: ResumableBatchSampler) -> None:
+        super().__init__(dataset, sampler=batch_sampler, batch_size=None)
+        self.resumable = batch_sampler
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.resumable.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.resumable.load_state_dict(state)

@@ -1,0 +1,91 @@
+"""The prepare stage: build a dataset once per content, then place it in the run directory.
+
+The cache key is a hash of the data config minus loader-only keys, so the same data config is
+reused, never regenerated, by later runs, sweep points and DDP ranks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from forge.config.instantiate import instantiate
+from forge.io import atomic_dir, write_json
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+LOADER_KEYS = ("batch_size",)
+
+
+def fingerprint(data_cfg: DictConfig) -> str:
+    content = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items() if k not in LOADER_KEYS}
+    blob = json.dumps({"format": FORMAT_VERSION, "data": content}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cache_root(cache_dir: Optional[str]) -> Path:
+    return Path(cache_dir or os.environ.get("FORGE_CACHE") or Path.home() / ".cache" / "forge") / "data"
+
+
+def prepare(data_cfg: DictConfig, cache_dir: Optional[str], out: Path) -> Path:
+    """Make `out` hold the dataset for `data_cfg` (from the cache when it is there)."""
+    key = fingerprint(data_cfg)
+    if _fingerprint_of(out) == key:
+        log.info("data: %s already in %s", key, out)
+        return out
+    entry = cache_root(cache_dir) / key
+    if _fingerprint_of(entry) == key:
+        log.info("data: reusing cached %s", entry)
+    else:
+        log.info("data: generating %s into %s", key, entry)
+        _build(data_cfg, key, entry)
+    with atomic_dir(out) as tmp:
+        for f in entry.iterdir():
+            _link_or_copy(f, tmp / f.name)
+    return out
+
+
+def _build(data_cfg: DictConfig, key: str, entry: Path) -> None:
+    from safetensors.numpy import save_file
+
+    task = instantiate(data_cfg)
+    splits = task.build()
+    with atomic_dir(entry) as tmp:
+        for split, arrays in splits.items():
+            save_file({"inputs": arrays.inputs, "labels": arrays.labels}, str(tmp / f"{split}.safetensors"))
+        write_json(
+            tmp / "meta.json",
+            {
+                "fingerprint": key,
+                "task": data_cfg._target_,
+                "vocab": list(task.vocab),
+                "seq_len": int(next(iter(splits.values())).inputs.shape[1]),
+                "sizes": {s: int(a.inputs.shape[0]) for s, a in splits.items()},
+                "config": OmegaConf.to_container(data_cfg, resolve=True),
+            },
+        )
+
+
+def _fingerprint_of(folder: Path) -> Optional[str]:
+    try:
+        return json.loads((folder / "meta.json").read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def load_meta(data_dir: Path) -> dict:
+    return json.loads((data_dir / "meta.json").read_text())

@@ -1,0 +1,69 @@
+"""The run directory: where every artifact of a run lives, and the record of how it was made."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from forge import io
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last_ckpt(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    @property
+    def best_ckpt(self) -> Path:
+        return self.checkpoints / "best.ckpt"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def train_metrics(self) -> Path:
+        return self.root / "train.json"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+
+def record_run(cfg: DictConfig, paths: RunPaths) -> None:
+    """Resolved config, command line, and the git commit plus uncommitted diff of the code."""
+    io.write_text(paths.config, OmegaConf.to_yaml(cfg, resolve=True))
+    io.write_text(paths.root / "command.txt", " ".join(["forge", *sys.argv[1:]]) + "\n")
+    commit, diff = _git("rev-parse", "HEAD"), _git("diff", "HEAD")
+    io.write_json(
+        paths.root / "git.json",
+        {"commit": commit.strip() or None, "dirty": bool(diff.strip())},
+    )
+    io.write_text(paths.root / "git.diff", diff)
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout if out.returncode == 0 else ""

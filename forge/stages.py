@@ -1,0 +1,139 @@
+"""The stages of a run: prepare -> train -> compress -> evaluate -> export.
+
+`forge +recipe=X` runs them all in one process and `stage=NAME` (or `forge --params ...` from
+dvc.yaml) runs one; both call `execute`. Each stage reads the config and the artifacts of the
+stages before it from the run directory, and writes its own there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from forge.errors import ForgeError
+from forge.run_dir import RunPaths, record_run
+
+log = logging.getLogger("forge")
+ORDER = ("prepare", "train", "compress", "evaluate", "export")
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, Any] = field(default_factory=dict)
+    # The number a sweeper optimizes: test exact match when evaluated.
+    objective: Optional[float] = None
+
+
+def prepare(cfg: DictConfig, paths: RunPaths) -> None:
+    from forge.data.prepare import prepare as prepare_data
+
+    prepare_data(cfg.data, cfg.cache_dir, paths.data)
+
+
+def train(cfg: DictConfig, paths: RunPaths) -> None:
+    from forge.train.fit import fit
+
+    fit(cfg, paths)
+
+
+def compress(cfg: DictConfig, paths: RunPaths) -> None:
+    if cfg.compressor.get("_target_") is None:
+        log.info("compress: compressor=none, nothing to do")
+        return
+    raise ForgeError(f"compressor {cfg.compressor._target_} has no compress stage yet")
+
+
+def evaluate(cfg: DictConfig, paths: RunPaths) -> None:
+    from forge.eval.exact_match import evaluate as run_eval
+
+    run_eval(cfg, paths)
+
+
+def export(cfg: DictConfig, paths: RunPaths) -> None:
+    if cfg.export.format == "none":
+        return
+    from forge.eval.exact_match import load_trained
+    from forge.export.safetensors import export as export_safetensors
+
+    model, _ = load_trained(paths)
+    export_safetensors(cfg, paths, model)
+
+
+STAGES: dict[str, Callable[[DictConfig, RunPaths], None]] = {
+    "prepare": prepare,
+    "train": train,
+    "compress": compress,
+    "evaluate": evaluate,
+    "export": export,
+}
+
+
+def execute(cfg: DictConfig, run_dir: Path) -> RunResult:
+    paths = RunPaths(Path(run_dir))
+    rank_zero = _is_rank_zero()
+    if cfg.resume:
+        _check_same_run(cfg, paths)
+    if rank_zero:
+        record_run(cfg, paths)
+    names = ORDER if cfg.stage == "all" else (cfg.stage,)
+    for name in names:
+        log.info("== %s", name)
+        STAGES[name](cfg, paths)
+        if name == "train" and not _is_rank_zero():
+            return RunResult()  # other ranks only train; rank 0 evaluates and exports
+    result = _result(paths)
+    if rank_zero and cfg.stage in ("all", "evaluate"):
+        from forge.summary import print_run_summary
+
+        artifacts = {p.name: str(p) for p in (paths.last_ckpt, paths.best_ckpt, paths.model) if p.exists()}
+        print_run_summary(str(paths.root), result.metrics, artifacts)
+    return result
+
+
+def _result(paths: RunPaths) -> RunResult:
+    metrics: dict[str, Any] = {}
+    for f in (paths.train_metrics, paths.metrics):
+        if f.exists():
+            metrics.update(json.loads(f.read_text()))
+    objective = next((v for k, v in metrics.items() if k.endswith("/exact_match")), None)
+    return RunResult(metrics, objective)
+
+
+def _check_same_run(cfg: DictConfig, paths: RunPaths) -> None:
+    """Resuming with a different config would silently mix two runs: refuse, naming the keys."""
+    if not paths.config.exists():
+        raise ForgeError(f"resume={cfg.resume}: {paths.config} not found; is this a forge run directory?")
+    before = _flat(OmegaConf.load(paths.config))
+    now = _flat(cfg)
+    changed = sorted(k for k in before.keys() | now.keys() if k != "resume" and before.get(k) != now.get(k))
+    if changed:
+        raise ForgeError(
+            f"resume={cfg.resume}: the config differs from the run's saved config.yaml in "
+            + ", ".join(f"{k} ({before.get(k)!r} -> {now.get(k)!r})" for k in changed[:5])
+            + ". Resume with the same overrides as the original command."
+        )
+
+
+def _flat(cfg: DictConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def _is_rank_zero() -> bool:
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0

@@ -1,0 +1,32 @@
+"""Callbacks forge adds to every Lightning run."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import lightning as L
+
+log = logging.getLogger("forge.train")
+
+
+class PlainProgress(L.Callback):
+    """One line every `every` steps when the output is not a terminal (CI logs, files)."""
+
+    def __init__(self, every: int) -> None:
+        self.every = max(1, every)
+        self._t0 = 0.0
+        self._step0 = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0, self._step0 = time.perf_counter(), trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step % self.every and step != trainer.max_steps:
+            return
+        rate = (step - self._step0) / max(1e-9, time.perf_counter() - self._t0)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        log.info("step %d/%d %.1f it/s %s", step, trainer.max_steps, rate, shown)

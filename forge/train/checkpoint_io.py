@@ -1,0 +1,17 @@
+"""Checkpoints written atomically: a kill during a save leaves the previous checkpoint whole."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from forge.io import atomic_open
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Optional[Any] = None) -> None:
+        with atomic_open(path, "wb") as f:
+            torch.save(checkpoint, f)

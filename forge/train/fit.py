@@ -1,0 +1,100 @@
+"""The train stage: fit the model on the prepared data, checkpointing into the run directory."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Optional
+
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from forge import io
+from forge.data.loader import ResumableBatchSampler, ResumableLoader, SplitDataset
+from forge.data.prepare import load_meta
+from forge.errors import ForgeError, NonFiniteLossError
+from forge.models import count_parameters
+from forge.run_dir import RunPaths
+from forge.train.loggers import build_loggers
+from forge.train.module import SequenceModule
+from forge.train.trainer import build_trainer
+
+log = logging.getLogger(__name__)
+
+
+class DataModule(L.LightningDataModule):
+    def __init__(self, data_dir: Path, batch_size: int, eval_batch_size: int, seed: int) -> None:
+        super().__init__()
+        self.data_dir, self.batch_size, self.eval_batch_size, self.seed = data_dir, batch_size, eval_batch_size, seed
+
+    def train_dataloader(self) -> ResumableLoader:
+        data = SplitDataset(self.data_dir, "train")
+        sampler = ResumableBatchSampler(
+            len(data), self.batch_size, self.seed, self.trainer.global_rank, self.trainer.world_size
+        )
+        return ResumableLoader(data, sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        data = SplitDataset(self.data_dir, "val")
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        rows = list(range(rank, len(data), world))
+        batches = [rows[i : i + self.eval_batch_size] for i in range(0, len(rows), self.eval_batch_size)]
+        return DataLoader(data, sampler=batches, batch_size=None)
+
+
+def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
+    if not (paths.data / "meta.json").exists():
+        raise ForgeError(f"no prepared data in {paths.data}: run stage=prepare first (or stage=all)")
+    meta = load_meta(paths.data)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = SequenceModule(
+        model_cfg=OmegaConf.to_container(cfg.model, resolve=True),
+        optim_cfg=OmegaConf.to_container(cfg.optim, resolve=True),
+        vocab_size=len(meta["vocab"]),
+        max_len=meta["seq_len"],
+        max_steps=cfg.trainer.max_steps,
+    )
+    ckpt = _resume_checkpoint(cfg, paths)
+    trainer = build_trainer(cfg, paths, build_loggers(cfg.logger, paths, resume=ckpt is not None))
+    n_params = count_parameters(module.model)
+    if trainer.is_global_zero:
+        log.info("model: %s, %s parameters; precision %s", cfg.model._target_, f"{n_params:,}", trainer.precision)
+    datamodule = DataModule(paths.data, cfg.data.batch_size, cfg.eval.batch_size, cfg.seed)
+    start = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+    except NonFiniteLossError as e:
+        kept = f"the last good checkpoint is {paths.last_ckpt}" if paths.last_ckpt.exists() else "no checkpoint was saved yet"
+        raise NonFiniteLossError(f"{e}; training stopped, {kept}. Lower optim.lr or set trainer.gradient_clip_val.") from None
+    seconds = time.perf_counter() - start
+    trainer.save_checkpoint(paths.last_ckpt)  # the final state; every rank takes part in a save
+    if trainer.is_global_zero:
+        io.write_json(
+            paths.train_metrics,
+            {
+                "parameters": n_params,
+                "steps": trainer.global_step,
+                "train_seconds": round(seconds, 3),
+                "final_train_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
+                "best_val_exact_match": _best_score(trainer),
+            },
+        )
+    return trainer
+
+
+def _resume_checkpoint(cfg: DictConfig, paths: RunPaths) -> Optional[str]:
+    if not cfg.resume:
+        return None
+    if not paths.last_ckpt.exists():
+        raise ForgeError(f"resume={cfg.resume}: there is no {paths.last_ckpt} to resume from")
+    log.info("resuming from %s", paths.last_ckpt)
+    return str(paths.last_ckpt)
+
+
+def _best_score(trainer: L.Trainer) -> Optional[float]:
+    for cb in trainer.checkpoint_callbacks:
+        if getattr(cb, "monitor", None) and cb.best_model_score is not None:
+            return float(cb.best_model_score)
+    return None

@@ -1,0 +1,42 @@
+"""The `logger` group: DVCLive by default; CSV, TensorBoard, MLflow and W&B on request."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig
+
+from forge.config.errors import ConfigError
+from forge.config.instantiate import instantiate
+from forge.run_dir import RunPaths
+
+# Where each logger writes inside the run directory, and the package it needs.
+_DIRS = {
+    "dvclive.lightning.DVCLiveLogger": lambda p: {"dir": str(p.root / "dvclive")},
+    "lightning.pytorch.loggers.CSVLogger": lambda p: {"save_dir": str(p.root), "name": "csv", "version": ""},
+    "lightning.pytorch.loggers.TensorBoardLogger": lambda p: {"save_dir": str(p.root), "name": "tensorboard", "version": ""},
+    "lightning.pytorch.loggers.MLFlowLogger": lambda p: {},
+    "lightning.pytorch.loggers.WandbLogger": lambda p: {"save_dir": str(p.root)},
+}
+_PACKAGES = {
+    "lightning.pytorch.loggers.TensorBoardLogger": "tensorboard",
+    "lightning.pytorch.loggers.MLFlowLogger": "mlflow",
+    "lightning.pytorch.loggers.WandbLogger": "wandb",
+}
+
+
+def build_loggers(logger_cfg: DictConfig, paths: RunPaths, resume: bool) -> list[Any]:
+    target = logger_cfg.get("_target_")
+    if target is None:
+        return []
+    extra = _DIRS[target](paths)
+    if target.startswith("dvclive."):
+        extra["resume"] = resume
+    try:
+        return [instantiate(logger_cfg, **extra)]
+    except ModuleNotFoundError as e:
+        package = _PACKAGES.get(target, e.name)
+        raise ConfigError(
+            f"logger={target.rsplit('.', 1)[-1]}: '{e.name}' is not installed. "
+            f"Run `pip install {package}` (or `pip install forge[{package}]`), or pick another logger."
+        ) from None

@@ -1,0 +1,95 @@
+"""The LightningModule that trains any forge token model on a prepared dataset."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from forge.config.instantiate import resolve_target
+from forge.errors import NonFiniteLossError
+from forge.models import build_model
+from forge.models.sequence import answer_scores, predict, sequence_loss
+
+SCHEDULE_KEYS = ("warmup_steps", "schedule", "min_lr_ratio")
+
+
+class SequenceModule(L.LightningModule):
+    """Loss on the scored tokens; validation by greedy answers (exact match), as in evaluation.
+
+    Its hyperparameters (model and optimizer config, vocabulary size, sequence length) are saved
+    in every checkpoint, so a checkpoint rebuilds its own model.
+    """
+
+    def __init__(self, model_cfg: dict, optim_cfg: dict, vocab_size: int, max_len: int, max_steps: int) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(OmegaConf.create(model_cfg), vocab_size, max_len)
+        self.causal = bool(getattr(self.model, "causal", True))
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = sequence_loss(self.model(batch["inputs"]), batch["labels"], self.causal)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(f"training loss is {loss.item()} at step {self.global_step}")
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        inputs, labels = batch["inputs"], batch["labels"]
+        loss = sequence_loss(self.model(inputs), labels, self.causal)
+        exact, _ = answer_scores(predict(self.model, inputs, labels, self.causal), labels)
+        n = len(inputs)
+        self.log("val/loss", loss, batch_size=n, sync_dist=True)
+        self.log("val/exact_match", exact.float().mean(), batch_size=n, prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = dict(self.hparams.optim_cfg)
+        schedule = {k: cfg.pop(k) for k in SCHEDULE_KEYS}
+        optimizer_cls = resolve_target(cfg.pop("_target_"))
+        decay = [p for p in self.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.parameters() if p.ndim < 2]
+        weight_decay = cfg.pop("weight_decay", 0.0)
+        optimizer = optimizer_cls(
+            [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], **cfg
+        )
+        lr_lambda = _lr_lambda(self.hparams.max_steps, **schedule)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Plain tensors and tuples only, so the checkpoint loads with torch.load(weights_only=True).
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        version, state, gauss_next = random.getstate()
+        checkpoint["rng_states"] = {
+            "torch": torch.get_rng_state(),
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+            "python": (version, torch.tensor(state, dtype=torch.int64), gauss_next),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        states = checkpoint.get("rng_states")
+        if states:
+            torch.set_rng_state(states["torch"])
+            kind, keys, pos, has_gauss, gauss = states["numpy"]
+            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+            version, state, gauss_next = states["python"]
+            random.setstate((version, tuple(state.tolist()), gauss_next))
+
+
+def _lr_lambda(max_steps: int, warmup_steps: int, schedule: str, min_lr_ratio: float):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps))
+        if schedule == "constant":
+            return 1.0
+        if schedule == "linear":
+            return 1.0 - (1.0 - min_lr_ratio) * progress
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
