@@ -143,7 +143,7 @@ def _run_params_file(argv: list[str]) -> None:
 
     cfg = validate(cfg, where)
     try:
-        execute(cfg, Path(run_dir))
+        execute(cfg, Path(run_dir), record=False)
     except _user_errors() as e:
         print(f"forge: error: {e}", file=sys.stderr)
         sys.exit(1)

@@ -73,12 +73,14 @@ STAGES: dict[str, Callable[[DictConfig, RunPaths], None]] = {
 }
 
 
-def execute(cfg: DictConfig, run_dir: Path) -> RunResult:
+def execute(cfg: DictConfig, run_dir: Path, record: bool = True) -> RunResult:
+    """Run cfg.stage (or all stages) in `run_dir`. `record=False` skips the config/command/git
+    record, for DVC, whose params.yaml and dvc.lock already are that record."""
     paths = RunPaths(Path(run_dir))
     rank_zero = _is_rank_zero()
     if cfg.resume:
         _check_same_run(cfg, paths)
-    if rank_zero:
+    if rank_zero and record:
         record_run(cfg, paths)
     names = ORDER if cfg.stage == "all" else (cfg.stage,)
     for name in names:

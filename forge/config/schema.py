@@ -52,7 +52,7 @@ class TransformerSchema:
 class AdditionSchema:
     _target_: str = "forge.data.addition.Addition"
     digits: int = MISSING
-    reverse_answer: bool = MISSING
+    lsb_first: bool = MISSING
     n_train: int = MISSING
     n_val: int = MISSING
     n_test: int = MISSING

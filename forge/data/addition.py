@@ -1,4 +1,9 @@
-"""Multi-digit addition: "123+456=" -> "579" (written "975" when reverse_answer)."""
+"""Multi-digit addition: "123+456=" -> "579", written least-significant digit first by default.
+
+With `lsb_first` the operands and the sum are all reversed ("321+654=975"): each sum digit then
+depends on the operand digits at the same offset and the carry just produced, which a causal
+model learns in about a thousand steps; most-significant-first takes many times longer.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +20,9 @@ class Addition:
     vocab = VOCAB
 
     def __init__(
-        self, digits: int, reverse_answer: bool, n_train: int, n_val: int, n_test: int, seed: int, **_: object
+        self, digits: int, lsb_first: bool, n_train: int, n_val: int, n_test: int, seed: int, **_: object
     ) -> None:
-        self.digits, self.reverse = digits, reverse_answer
+        self.digits, self.lsb_first = digits, lsb_first
         self.sizes = {"train": n_train, "val": n_val, "test": n_test}
         self.seed = seed
         total_pairs = (10**digits) * (10**digits + 1) // 2
@@ -53,12 +58,12 @@ class Addition:
     def _encode(self, pairs: np.ndarray) -> SplitArrays:
         d = self.digits
         a, b = pairs[:, 0], pairs[:, 1]
-        answer = _digits(a + b, d + 1)
-        if self.reverse:
-            answer = answer[:, ::-1]
+        a, b, answer = _digits(a, d), _digits(b, d), _digits(a + b, d + 1)
+        if self.lsb_first:
+            a, b, answer = a[:, ::-1], b[:, ::-1], answer[:, ::-1]
         plus = np.full((len(pairs), 1), VOCAB.index("+"))
         equals = np.full((len(pairs), 1), VOCAB.index("="))
-        tokens = np.concatenate([_digits(a, d), plus, _digits(b, d), equals, answer], axis=1)
+        tokens = np.concatenate([a, plus, b, equals, answer], axis=1)
         labels = np.full_like(tokens, IGNORE)
         labels[:, -(d + 1) :] = tokens[:, -(d + 1) :]
         return SplitArrays(inputs=tokens, labels=labels)

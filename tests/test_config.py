@@ -1,0 +1,120 @@
+"""Composition, schemas and the error messages a user sees (no heavy imports on this path)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO, forge_env, run_forge
+from forge.config.compose import compose, group_options
+from forge.config.errors import ConfigError
+from forge.config.validate import validate
+
+RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
+TRAINERS = group_options("trainer", [])
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_every_recipe_composes_with_every_trainer(recipe: str, trainer: str) -> None:
+    cfg, origin = compose([f"+recipe={recipe}", f"trainer={trainer}"])
+    cfg = validate(cfg, origin.where)
+    assert cfg.trainer.max_steps > 0
+    assert isinstance(cfg.optim.lr, float)
+
+
+def test_trainer_targets_cover_the_hardware() -> None:
+    assert set(TRAINERS) >= {"cpu", "gpu", "ddp", "ddp_cpu", "fsdp"}
+    cfg, _ = compose(["trainer=ddp_cpu"])
+    assert (cfg.trainer.devices, cfg.trainer.strategy, cfg.trainer.process_group_backend) == (2, "ddp", "gloo")
+
+
+def test_default_is_the_quickstart_recipe() -> None:
+    assert compose([])[0] == compose(["+recipe=quickstart"])[0]
+
+
+def test_params_yaml_is_the_composed_quickstart() -> None:
+    from omegaconf import OmegaConf
+
+    cfg, _ = compose(["+recipe=quickstart"])
+    assert OmegaConf.load(REPO / "params.yaml") == cfg
+
+
+def test_overrides_are_typed() -> None:
+    cfg, origin = compose(["optim.lr=1e-2", "trainer.max_steps=7"])
+    cfg = validate(cfg, origin.where)
+    assert cfg.optim.lr == 0.01 and cfg.trainer.max_steps == 7
+
+
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        (["optim.lr=abc"], ["optim.lr", "could not be converted to Float", "command line"]),
+        (["optim.lrr=1"], ["optim.lrr: no such key", "Did you mean 'lr'"]),
+        (["+optim.lrr=1"], ["optim.lrr: no such key", "Did you mean 'lr'"]),
+        (["trainer=gpux"], ["trainer=gpux", "Did you mean 'gpu'", "cpu, ddp, ddp_cpu, fsdp, gpu"]),
+        (["+recipe=quickstar"], ["recipe=quickstar: no such recipe", "Did you mean 'quickstart'"]),
+        (["stage=trian"], ["stage=trian", "Did you mean 'train'"]),
+    ],
+)
+def test_bad_input_is_one_short_message(overrides: list[str], expected: list[str], tmp_path: Path) -> None:
+    proc = run_forge("validate", *overrides, cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    for text in expected:
+        assert text in proc.stderr
+
+
+def test_recipe_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    recipes = tmp_path / "mine" / "recipe"
+    recipes.mkdir(parents=True)
+    (recipes / "typo.yaml").write_text("# @package _global_\noptim:\n  lr: 0.1\n  wieght_decay: 0.1\n")
+    (recipes / "broken.yaml").write_text("# @package _global_\noptim:\n  lr: [0.1,\n")
+    search = f"hydra.searchpath=[file://{tmp_path / 'mine'}]"
+
+    with pytest.raises(ConfigError, match=r"optim.wieght_decay: no such key .*typo.yaml:4\).*weight_decay"):
+        cfg, origin = compose([search, "+recipe=typo"])
+        validate(cfg, origin.where)
+    with pytest.raises(ConfigError, match=r"YAML error in .*broken.yaml:4"):
+        compose([search, "+recipe=broken"])
+
+
+def test_user_recipe_folder_on_the_search_path(tmp_path: Path) -> None:
+    recipes = tmp_path / "mine" / "recipe"
+    recipes.mkdir(parents=True)
+    (recipes / "longer.yaml").write_text("# @package _global_\ntrainer:\n  max_steps: 3000\n")
+    cfg, _ = compose([f"hydra.searchpath=[file://{tmp_path / 'mine'}]", "+recipe=longer"])
+    assert cfg.trainer.max_steps == 3000
+
+
+def test_targets_outside_the_allowed_modules_are_refused() -> None:
+    cfg, origin = compose(["model._target_=os.system"])
+    with pytest.raises(ConfigError, match="not allowed"):
+        validate(cfg, origin.where)
+
+
+HEAVY = ("torch", "lightning", "transformers")
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--cfg", "job"], ["validate", "+recipe=quickstart"]])
+def test_light_commands_do_not_import_torch(args: list[str], tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from forge.cli import main\n"
+        f"sys.argv = ['forge', *{args!r}]\n"
+        "try:\n    main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=forge_env(), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "HEAVY []" in proc.stdout
+
+
+def test_help_lists_groups_and_recipes(tmp_path: Path) -> None:
+    out = run_forge("--help", cwd=tmp_path).stdout
+    for word in ("model:", "trainer:", "recipe:", "quickstart", "ddp_cpu", "logger:"):
+        assert word in out

@@ -1,0 +1,55 @@
+"""End to end on CPU: a shrunken quickstart writes a complete, self-describing run directory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from conftest import run_forge, tiny
+
+
+def test_quickstart_run_directory(tmp_path: Path, cache: Path) -> None:
+    run = tmp_path / "run"
+    proc = run_forge(*tiny(cache), f"hydra.run.dir={run}", cwd=tmp_path)
+    for name in ("config.yaml", "command.txt", "git.json", "git.diff", "metrics.json", "train.json",
+                 "checkpoints/last.ckpt", "checkpoints/best.ckpt", "model/model.safetensors", "model/config.json",
+                 "dvclive/plots/metrics/train/loss.tsv", "data/meta.json"):
+        assert (run / name).is_file(), name
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0.0 <= metrics["test/exact_match"] <= 1.0 and metrics["test/examples"] == 64
+    assert json.loads((run / "train.json").read_text())["steps"] == 20
+    assert "test/exact_match" in proc.stdout, "the summary table is printed"
+    assert "+recipe=quickstart" in (run / "command.txt").read_text()
+
+    from forge.export.safetensors import load_exported
+    from forge.eval.exact_match import load_trained
+    from forge.run_dir import RunPaths
+
+    exported, trained = load_exported(run / "model"), load_trained(RunPaths(run))[0]
+    probe = torch.randint(0, 12, (3, 12))
+    assert torch.equal(exported(probe), trained(probe))
+    assert not list(run.rglob(".*.tmp")), "no temporary files left behind"
+
+
+def test_stages_one_at_a_time_share_the_run_directory(tmp_path: Path, cache: Path) -> None:
+    run = tmp_path / "run"
+    for stage in ("prepare", "train", "evaluate", "export"):
+        run_forge(*tiny(cache), f"stage={stage}", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert (run / "metrics.json").is_file() and (run / "model" / "model.safetensors").is_file()
+
+
+def test_a_stage_without_its_inputs_says_what_to_run(tmp_path: Path, cache: Path) -> None:
+    proc = run_forge(*tiny(cache), "stage=evaluate", f"hydra.run.dir={tmp_path / 'empty'}", cwd=tmp_path, check=False)
+    assert proc.returncode == 1
+    assert "run stage=train first" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_csv_logger_and_missing_logger_packages(tmp_path: Path, cache: Path) -> None:
+    run = tmp_path / "run"
+    run_forge(*tiny(cache), "logger=csv", "trainer.max_steps=5", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert (run / "csv" / "metrics.csv").is_file()
+    proc = run_forge(*tiny(cache), "logger=mlflow", f"hydra.run.dir={tmp_path / 'r2'}", cwd=tmp_path, check=False)
+    if proc.returncode:
+        assert "pip install mlflow" in proc.stderr
