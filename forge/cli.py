@@ -53,7 +53,7 @@ def _run_hydra(argv: list[str]) -> None:
     if not (_NO_PRECHECK_FLAGS & set(argv)) and not (args.config_path or args.config_name):
         _precheck(args.overrides, multirun=args.multirun)
         resume = _resume_dir(args.overrides)
-        if resume is not None and not args.multirun:
+        if resume is not None and not args.multirun and not any(o.startswith("hydra.run.dir=") for o in args.overrides):
             # Continue in the run's own directory, so its checkpoints and logs stay one run.
             argv = argv + [f"hydra.run.dir={resume}"]
     sys.argv = [sys.argv[0] or "forge"] + argv
