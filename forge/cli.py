@@ -130,6 +130,9 @@ def _run_params_file(argv: list[str]) -> None:
     from forge.config.errors import yaml_line
     from forge.stages import execute
 
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     params, run_dir, overrides = _split_params_args(argv)
     try:
         cfg = OmegaConf.load(params)

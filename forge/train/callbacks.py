@@ -24,7 +24,7 @@ class PlainProgress(L.Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         step = trainer.global_step
-        if step % self.every and step != trainer.max_steps:
+        if not trainer.is_global_zero or (step % self.every and step != trainer.max_steps):
             return
         rate = (step - self._step0) / max(1e-9, time.perf_counter() - self._t0)
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}

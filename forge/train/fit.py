@@ -69,7 +69,7 @@ def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
         kept = f"the last good checkpoint is {paths.last_ckpt}" if paths.last_ckpt.exists() else "no checkpoint was saved yet"
         raise NonFiniteLossError(f"{e}; training stopped, {kept}. Lower optim.lr or set trainer.gradient_clip_val.") from None
     seconds = time.perf_counter() - start
-    trainer.save_checkpoint(paths.last_ckpt)  # the final state; every rank takes part in a save
+    trainer.save_checkpoint(paths.last_ckpt, weights_only=False)  # final state; every rank saves
     if trainer.is_global_zero:
         io.write_json(
             paths.train_metrics,

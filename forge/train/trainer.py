@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -50,8 +51,16 @@ def set_threads(t: DictConfig) -> int:
     return threads
 
 
+def _one_console_handler() -> None:
+    """`import lightning` adds a console handler to its logger, which also propagates to the root
+    logger forge configures: drop Lightning's so each message is printed once."""
+    if logging.getLogger().handlers:
+        logging.getLogger("lightning").handlers.clear()
+
+
 def build_trainer(cfg: DictConfig, paths: RunPaths, loggers: list[Any]) -> L.Trainer:
     t = cfg.trainer
+    _one_console_handler()
     set_threads(t)
     strategy: Any = t.strategy
     if t.strategy == "ddp" and t.process_group_backend:
