@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from forge.config.compose import CONFIG_MODULE, CONFIG_NAME, compose
 from forge.config.errors import ConfigError
 from forge.config.validate import validate
+from forge.errors import ForgeError
 
 MAX_CHECKED_SWEEP_POINTS = 256
 _NO_PRECHECK_FLAGS = {"-h", "--help", "--hydra-help", "--info", "--shell-completion", "-sc"}
@@ -31,11 +32,16 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             _run_params_file(argv)
         else:
             _run_hydra(argv)
-    except ConfigError as e:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            raise
-        print(f"forge: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    except ForgeError as e:
+        _exit_with(e)
+
+
+def _exit_with(error: ForgeError) -> None:
+    """One line on stderr; exit 2 for a bad config, 1 for a failure while running."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1":
+        raise error
+    print(f"forge: error: {error}", file=sys.stderr)
+    sys.exit(2 if isinstance(error, ConfigError) else 1)
 
 
 def _validate(overrides: list[str]) -> None:
@@ -77,7 +83,13 @@ def _precheck(overrides: list[str], multirun: bool) -> None:
         points = [p for batch in BasicSweeper.split_arguments(parsed, None) for p in batch]
     for point in points[:MAX_CHECKED_SWEEP_POINTS]:
         cfg, origin = compose(point)
-        validate(cfg, origin.where)
+        cfg = validate(cfg, origin.where)
+        if multirun and cfg.trainer.strategy in ("ddp", "fsdp"):
+            raise ConfigError(
+                f"trainer.strategy={cfg.trainer.strategy} relaunches forge once per process and cannot run "
+                "inside a multirun (-m): run the points one by one, or sweep with a launcher that starts "
+                "each point as its own job (hydra/launcher=submitit_slurm)."
+            )
 
 
 def _resume_dir(overrides: list[str]) -> Optional[str]:
@@ -103,23 +115,15 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
         return run_point(cfg, run_dir)
     try:
         return execute(cfg, run_dir).objective
-    except ConfigError:
-        raise
-    except _user_errors() as e:
-        print(f"forge: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    except ForgeError as e:  # Hydra would print a traceback: report it the forge way
+        _exit_with(e)
+        return None
 
 
 def _checked(cfg: DictConfig, overrides: list[str]) -> DictConfig:
     from forge.config.compose import Origin
 
     return validate(cfg, Origin(overrides=overrides).where)
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from forge.errors import ForgeError
-
-    return (ForgeError,)
 
 
 def _run_params_file(argv: list[str]) -> None:
@@ -144,12 +148,7 @@ def _run_params_file(argv: list[str]) -> None:
         line = yaml_line(Path(params), key.split("."))
         return f" ({params}:{line})" if line else ""
 
-    cfg = validate(cfg, where)
-    try:
-        execute(cfg, Path(run_dir), record=False)
-    except _user_errors() as e:
-        print(f"forge: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    execute(validate(cfg, where), Path(run_dir), record=False)
 
 
 def _split_params_args(argv: list[str]) -> tuple[str, str, list[str]]:

@@ -7,7 +7,10 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 
-class ConfigError(Exception):
+from forge.errors import ForgeError
+
+
+class ConfigError(ForgeError):
     """A problem with the user's config; the CLI prints it without a traceback."""
 
 

@@ -140,6 +140,15 @@ class WandbSchema:
     offline: bool = MISSING
 
 
+# Keys whose string value must be one of a few words.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "trainer.precision": ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
+    "optim.schedule": ("constant", "linear", "cosine"),
+    "eval.split": ("val", "test"),
+    "export.format": ("safetensors", "none"),
+}
+
+
 def _by_target(*schemas: type) -> dict[Optional[str], type]:
     return {s.__dataclass_fields__["_target_"].default: s for s in schemas}
 

@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from forge.config.errors import ConfigError, choices_text, suggest
-from forge.config.schema import ALLOWED_TARGET_PREFIXES, GROUPS, SCHEMAS, STAGES, ForgeConfig
+from forge.config.schema import ALLOWED_TARGET_PREFIXES, CHOICES, GROUPS, SCHEMAS, STAGES, ForgeConfig
 
 Where = Callable[[str], str]
 
@@ -17,17 +17,16 @@ def validate(cfg: DictConfig, where: Optional[Where] = None) -> DictConfig:
     """The config merged into its schemas; ConfigError names the first bad key and its origin."""
     where = where or (lambda key: "")
     top = _merge(OmegaConf.structured(ForgeConfig), cfg, "", "the top level", where)
-    if top.stage not in STAGES:
-        raise ConfigError(
-            f"stage={top.stage}: no such stage{where('stage')}.{suggest(top.stage, STAGES)} "
-            + choices_text(STAGES)
-        )
     for group in GROUPS:
         node = cfg.get(group)
         if not isinstance(node, DictConfig):
             raise ConfigError(f"{group}: missing or not a mapping{where(group)}; choose {group}=OPTION.")
         schema = _schema(group, node, where)
         top[group] = _merge(OmegaConf.structured(schema), node, group, f"{group}", where)
+    for key, allowed in {"stage": STAGES, **CHOICES}.items():
+        value = OmegaConf.select(top, key)
+        if value is not None and value not in allowed:
+            raise ConfigError(f"{key}={value}: not a valid choice{where(key)}.{suggest(str(value), allowed)} " + choices_text(allowed))
     return top
 
 
