@@ -20,13 +20,31 @@ from forge.config.validate import validate
 from forge.errors import ForgeError
 
 MAX_CHECKED_SWEEP_POINTS = 256
-_NO_PRECHECK_FLAGS = {"-h", "--help", "--hydra-help", "--info", "--shell-completion", "-sc"}
+_NO_PRECHECK_FLAGS = {"--hydra-help", "--info", "--shell-completion", "-sc"}
+USAGE = """\
+forge: train, compress, evaluate and export models from composable YAML recipes.
+
+Usage:
+  forge [+recipe=NAME] [GROUP=OPTION ...] [KEY=VALUE ...]   run every stage
+  forge -m [GROUP=A,B ...] [KEY=1,2 ...]                     sweep (Hydra multirun)
+  forge stage=NAME ...                                       run one stage
+  forge resume=RUN_DIR <same overrides>                      continue a killed run exactly
+  forge validate [overrides]                                 compose and check, run nothing
+  forge --params params.yaml --run-dir DIR stage=NAME        one stage from a resolved config (DVC)
+  forge --cfg job [overrides]                                print the composed config
+  forge --hydra-help                                         Hydra's own flags
+"""
+HELP_FOOTER = """\
+Add your own recipe folder with hydra.searchpath=[file://PATH] (recipes go in PATH/recipe/NAME.yaml).
+Set HYDRA_FULL_ERROR=1 for a full Python traceback on errors."""
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv[:1] == ["validate"]:
+        if "-h" in argv or "--help" in argv:
+            _help([a for a in argv if a not in ("-h", "--help")])
+        elif argv[:1] == ["validate"]:
             _validate(argv[1:])
         elif "--params" in argv:
             _run_params_file(argv)
@@ -42,6 +60,17 @@ def _exit_with(error: ForgeError) -> None:
         raise error
     print(f"forge: error: {error}", file=sys.stderr)
     sys.exit(2 if isinstance(error, ConfigError) else 1)
+
+
+def _help(overrides: list[str]) -> None:
+    """Groups and their options straight from the config folders (Hydra's own listing
+    composes the config once per option and takes seconds)."""
+    from forge.config.compose import config_dirs, group_options
+
+    groups = sorted({p.name for d in config_dirs(overrides) if d.is_dir() for p in d.iterdir()
+                     if p.is_dir() and p.name not in ("hydra", "__pycache__")})
+    listing = "\n".join(f"  {g}: {', '.join(group_options(g, overrides))}" for g in groups)
+    print(f"{USAGE}\nConfig groups (choose with GROUP=OPTION; recipes with +recipe=NAME):\n{listing}\n\n{HELP_FOOTER}")
 
 
 def _validate(overrides: list[str]) -> None:

@@ -110,7 +110,7 @@ class ExportSchema:
 
 @dataclass
 class DVCLiveSchema:
-    _target_: str = "dvclive.lightning.DVCLiveLogger"
+    _target_: str = "forge.train.dvclive_logger.DVCLiveLogger"
     dvcyaml: Optional[str] = MISSING
     save_dvc_exp: bool = MISSING
     report: Optional[str] = MISSING
@@ -175,5 +175,4 @@ ALLOWED_TARGET_PREFIXES = (
     "forge.",
     "torch.optim.",
     "lightning.pytorch.loggers.",
-    "dvclive.lightning.",
 )

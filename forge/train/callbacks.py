@@ -30,3 +30,20 @@ class PlainProgress(L.Callback):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
         log.info("step %d/%d %.1f it/s %s", step, trainer.max_steps, rate, shown)
+
+
+class Throughput(L.Callback):
+    """Optimizer steps per second of the training loop itself (setup excluded), for train.json."""
+
+    def __init__(self) -> None:
+        self.start: float | None = None
+        self.first_step = 0
+        self.steps_per_second: float | None = None
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if self.start is None:
+            self.start, self.first_step = time.perf_counter(), trainer.global_step
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.start is not None and trainer.global_step > self.first_step:
+            self.steps_per_second = (trainer.global_step - self.first_step) / (time.perf_counter() - self.start)

@@ -77,6 +77,7 @@ def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
                 "parameters": n_params,
                 "steps": trainer.global_step,
                 "train_seconds": round(seconds, 3),
+                "steps_per_second": _loop_rate(trainer),
                 "final_train_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
                 "best_val_exact_match": _best_score(trainer),
             },
@@ -91,6 +92,13 @@ def _resume_checkpoint(cfg: DictConfig, paths: RunPaths) -> Optional[str]:
         raise ForgeError(f"resume={cfg.resume}: there is no {paths.last_ckpt} to resume from")
     log.info("resuming from %s", paths.last_ckpt)
     return str(paths.last_ckpt)
+
+
+def _loop_rate(trainer: L.Trainer) -> Optional[float]:
+    from forge.train.callbacks import Throughput
+
+    timer = next(cb for cb in trainer.callbacks if isinstance(cb, Throughput))
+    return round(timer.steps_per_second, 3) if timer.steps_per_second else None
 
 
 def _best_score(trainer: L.Trainer) -> Optional[float]:

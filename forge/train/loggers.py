@@ -12,7 +12,7 @@ from forge.run_dir import RunPaths
 
 # Where each logger writes inside the run directory, and the package it needs.
 _DIRS = {
-    "dvclive.lightning.DVCLiveLogger": lambda p: {"dir": str(p.root / "dvclive")},
+    "forge.train.dvclive_logger.DVCLiveLogger": lambda p: {"dir": str(p.root / "dvclive")},
     "lightning.pytorch.loggers.CSVLogger": lambda p: {"save_dir": str(p.root), "name": "csv", "version": ""},
     "lightning.pytorch.loggers.TensorBoardLogger": lambda p: {"save_dir": str(p.root), "name": "tensorboard", "version": ""},
     "lightning.pytorch.loggers.MLFlowLogger": lambda p: {},
@@ -30,7 +30,7 @@ def build_loggers(logger_cfg: DictConfig, paths: RunPaths, resume: bool) -> list
     if target is None:
         return []
     extra = _DIRS[target](paths)
-    if target.startswith("dvclive."):
+    if target.endswith("DVCLiveLogger"):
         extra["resume"] = resume
     try:
         return [instantiate(logger_cfg, **extra)]

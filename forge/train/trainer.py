@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from forge.errors import ForgeError
 from forge.run_dir import RunPaths
-from forge.train.callbacks import PlainProgress
+from forge.train.callbacks import PlainProgress, Throughput
 from forge.train.checkpoint_io import AtomicCheckpointIO
 
 
@@ -78,7 +78,7 @@ def build_trainer(cfg: DictConfig, paths: RunPaths, loggers: list[Any]) -> L.Tra
         save_top_k=1,
         enable_version_counter=False,
     )
-    callbacks: list[Any] = [last, best]
+    callbacks: list[Any] = [last, best, Throughput()]
     tty = sys.stdout.isatty()
     callbacks.append(RichProgressBar() if tty else PlainProgress(t.log_every_n_steps))
     try:
