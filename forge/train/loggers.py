@@ -37,6 +37,6 @@ def build_loggers(logger_cfg: DictConfig, paths: RunPaths, resume: bool) -> list
     except ModuleNotFoundError as e:
         package = _PACKAGES.get(target, e.name)
         raise ConfigError(
-            f"logger={target.rsplit('.', 1)[-1]}: '{e.name}' is not installed. "
-            f"Run `pip install {package}` (or `pip install forge[{package}]`), or pick another logger."
+            f"logger {target} needs the '{package}' package, which is not installed. "
+            f"Run `pip install {package}`, or pick another logger (logger=dvclive or logger=csv)."
         ) from None
