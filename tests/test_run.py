@@ -53,5 +53,5 @@ def test_csv_logger_and_missing_logger_packages(tmp_path: Path, cache: Path) -> 
     assert (run / "csv" / "metrics.csv").is_file()
     for logger in ("tensorboard", "mlflow", "wandb"):
         if importlib.util.find_spec(logger) is None:
-            proc = run_forge(*tiny(cache), f"logger={logger}", f"hydra.run.dir={tmp_path / logger}", cwd=tmp_path, check=False)
+            proc = run_forge(*tiny(cache), f"logger={logger}", f"hydra.run.dir={tmp_path / ('run-' + logger)}", cwd=tmp_path, check=False)
             assert proc.returncode == 2 and f"pip install {logger}" in proc.stderr and "Traceback" not in proc.stderr

@@ -34,8 +34,8 @@ def build_loggers(logger_cfg: DictConfig, paths: RunPaths, resume: bool) -> list
         extra["resume"] = resume
     try:
         return [instantiate(logger_cfg, **extra)]
-    except ModuleNotFoundError as e:
-        package = _PACKAGES.get(target, e.name)
+    except ImportError as e:  # ModuleNotFoundError, or torch's "requires TensorBoard" ImportError
+        package = _PACKAGES.get(target, getattr(e, "name", None) or str(e))
         raise ConfigError(
             f"logger {target} needs the '{package}' package, which is not installed. "
             f"Run `pip install {package}`, or pick another logger (logger=dvclive or logger=csv)."
