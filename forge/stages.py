@@ -112,7 +112,8 @@ def _check_same_run(cfg: DictConfig, paths: RunPaths) -> None:
         raise ForgeError(f"resume={cfg.resume}: {paths.config} not found; is this a forge run directory?")
     before = _flat(OmegaConf.load(paths.config))
     now = _flat(cfg)
-    changed = sorted(k for k in before.keys() | now.keys() if k != "resume" and before.get(k) != now.get(k))
+    same_run_keys = (before.keys() | now.keys()) - {"resume", "stage"}
+    changed = sorted(k for k in same_run_keys if before.get(k) != now.get(k))
     if changed:
         raise ForgeError(
             f"resume={cfg.resume}: the config differs from the run's saved config.yaml in "

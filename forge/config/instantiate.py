@@ -30,4 +30,7 @@ def instantiate(node: DictConfig, **extra: Any) -> Any:
     """Call node._target_ with the node's other keys as keyword arguments, plus `extra`."""
     kwargs = OmegaConf.to_container(node, resolve=True)
     target = kwargs.pop("_target_")
-    return resolve_target(target)(**kwargs, **extra)
+    try:
+        return resolve_target(target)(**kwargs, **extra)
+    except ValueError as e:  # constructors reject bad combinations of values with a message
+        raise ConfigError(f"{target}: {e}") from None

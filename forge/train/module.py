@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from forge.config.errors import ConfigError
 from forge.config.instantiate import resolve_target
 from forge.errors import NonFiniteLossError
 from forge.models import build_model
@@ -54,9 +55,12 @@ class SequenceModule(L.LightningModule):
         decay = [p for p in self.parameters() if p.ndim >= 2]
         no_decay = [p for p in self.parameters() if p.ndim < 2]
         weight_decay = cfg.pop("weight_decay", 0.0)
-        optimizer = optimizer_cls(
-            [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], **cfg
-        )
+        try:
+            optimizer = optimizer_cls(
+                [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], **cfg
+            )
+        except ValueError as e:  # e.g. "Invalid learning rate: -1.0"
+            raise ConfigError(f"optim: {e}") from None
         lr_lambda = _lr_lambda(self.hparams.max_steps, **schedule)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
