@@ -42,10 +42,13 @@ def train(cfg: DictConfig, paths: RunPaths) -> None:
 
 
 def compress(cfg: DictConfig, paths: RunPaths) -> None:
+    """A compressor is a class built from its config and called with (cfg, paths)."""
     if cfg.compressor.get("_target_") is None:
         log.info("compress: compressor=none, nothing to do")
         return
-    raise ForgeError(f"compressor {cfg.compressor._target_} has no compress stage yet")
+    from forge.config.instantiate import instantiate
+
+    instantiate(cfg.compressor)(cfg, paths)
 
 
 def evaluate(cfg: DictConfig, paths: RunPaths) -> None:

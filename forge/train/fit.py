@@ -57,7 +57,7 @@ def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
         max_steps=cfg.trainer.max_steps,
     )
     ckpt = _resume_checkpoint(cfg, paths)
-    trainer = build_trainer(cfg, paths, build_loggers(cfg.logger, paths, resume=ckpt is not None))
+    trainer = build_trainer(cfg, paths, build_loggers(cfg.logger, paths, resume=ckpt is not None), _curriculum(cfg))
     n_params = count_parameters(module.model)
     if trainer.is_global_zero:
         log.info("model: %s, %s parameters; precision %s", cfg.model._target_, f"{n_params:,}", trainer.precision)
@@ -83,6 +83,15 @@ def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
             },
         )
     return trainer
+
+
+def _curriculum(cfg: DictConfig) -> list[L.Callback]:
+    """A curriculum is a Lightning callback, so its position is saved in every checkpoint."""
+    if cfg.curriculum.get("_target_") is None:
+        return []
+    from forge.config.instantiate import instantiate
+
+    return [instantiate(cfg.curriculum)]
 
 
 def _resume_checkpoint(cfg: DictConfig, paths: RunPaths) -> Optional[str]:

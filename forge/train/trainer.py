@@ -58,7 +58,7 @@ def _one_console_handler() -> None:
         logging.getLogger("lightning").handlers.clear()
 
 
-def build_trainer(cfg: DictConfig, paths: RunPaths, loggers: list[Any]) -> L.Trainer:
+def build_trainer(cfg: DictConfig, paths: RunPaths, loggers: list[Any], extra_callbacks: list[Any]) -> L.Trainer:
     t = cfg.trainer
     _one_console_handler()
     set_threads(t)
@@ -78,7 +78,7 @@ def build_trainer(cfg: DictConfig, paths: RunPaths, loggers: list[Any]) -> L.Tra
         save_top_k=1,
         enable_version_counter=False,
     )
-    callbacks: list[Any] = [last, best, Throughput()]
+    callbacks: list[Any] = [*extra_callbacks, last, best, Throughput()]
     tty = sys.stdout.isatty()
     callbacks.append(RichProgressBar() if tty else PlainProgress(t.log_every_n_steps))
     try:
