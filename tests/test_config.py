@@ -37,6 +37,7 @@ def test_default_is_the_quickstart_recipe() -> None:
 
 
 def test_params_yaml_is_the_composed_quickstart() -> None:
+    """Regenerate with: forge --cfg job --resolve +recipe=quickstart > params.yaml"""
     from omegaconf import OmegaConf
 
     cfg, _ = compose(["+recipe=quickstart"])
