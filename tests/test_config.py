@@ -119,3 +119,14 @@ def test_help_lists_groups_and_recipes(tmp_path: Path) -> None:
     out = run_forge("--help", cwd=tmp_path).stdout
     for word in ("model:", "trainer:", "recipe:", "quickstart", "ddp_cpu", "logger:"):
         assert word in out
+
+
+def test_params_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
+    text = (REPO / "params.yaml").read_text().replace("  weight_decay:", "  wieght_decay:")
+    (tmp_path / "params.yaml").write_text(text)
+    line = next(i for i, l in enumerate(text.splitlines(), 1) if "wieght_decay" in l)
+    proc = run_forge("--params", "params.yaml", "--run-dir", "out", "stage=prepare", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"optim.wieght_decay: no such key in optim (params.yaml:{line})" in proc.stderr
+    proc = run_forge("--params", "missing.yaml", "--run-dir", "out", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "cannot read missing.yaml" in proc.stderr
