@@ -6,7 +6,6 @@ import difflib
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
-
 from forge.errors import ForgeError
 
 

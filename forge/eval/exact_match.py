@@ -13,7 +13,8 @@ from forge import io
 from forge.data.loader import SplitDataset
 from forge.errors import ForgeError
 from forge.models import count_parameters
-from forge.models.sequence import answer_scores, predict, sequence_loss
+from forge.data.task import IGNORE
+from forge.models.sequence import answer_scores, predict, sequence_loss, targets
 from forge.run_dir import RunPaths
 
 log = logging.getLogger(__name__)
@@ -35,21 +36,21 @@ def load_trained(paths: RunPaths) -> tuple[torch.nn.Module, Path]:
 @torch.no_grad()
 def score(model: torch.nn.Module, data: SplitDataset, batch_size: int) -> dict[str, float]:
     causal = bool(getattr(model, "causal", True))
-    exact = tokens_right = tokens = 0
+    exact = tokens_right = tokens = loss_tokens = 0
     loss_sum = 0.0
     for start in range(0, len(data), batch_size):
         batch = data[list(range(start, min(start + batch_size, len(data))))]
         inputs, labels = batch["inputs"], batch["labels"]
-        scored_targets = (labels[:, 1:] if causal else labels) != -100
-        loss_sum += sequence_loss(model(inputs), labels, causal).item() * scored_targets.sum().item()
+        loss_sum += sequence_loss(model(inputs), labels, causal, reduction="sum").item()
+        loss_tokens += int((targets(labels, causal) != IGNORE).sum())
         e, right = answer_scores(predict(model, inputs, labels, causal), labels)
         exact += int(e.sum())
         tokens_right += int(right)
-        tokens += int((labels != -100).sum())
+        tokens += int((labels != IGNORE).sum())
     return {
         "exact_match": exact / len(data),
         "token_accuracy": tokens_right / max(1, tokens),
-        "loss": loss_sum / max(1, tokens),
+        "loss": loss_sum / max(1, loss_tokens),
         "examples": len(data),
     }
 

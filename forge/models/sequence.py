@@ -13,10 +13,21 @@ from torch import nn
 from forge.data.task import IGNORE
 
 
-def sequence_loss(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> torch.Tensor:
+def targets(labels: torch.Tensor, causal: bool) -> torch.Tensor:
+    """The labels each logit position is scored against (shifted by one for a causal model)."""
+    return labels[:, 1:] if causal else labels
+
+
+def sequence_loss(logits: torch.Tensor, labels: torch.Tensor, causal: bool, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy over the scored tokens: their mean, or their sum with reduction="sum"."""
     if causal:
-        logits, labels = logits[:, :-1], labels[:, 1:]
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE)
+        logits = logits[:, :-1]
+    return F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]).float(),
+        targets(labels, causal).reshape(-1),
+        ignore_index=IGNORE,
+        reduction=reduction,
+    )
 
 
 @torch.no_grad()

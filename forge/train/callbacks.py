@@ -11,27 +11,6 @@ import lightning as L
 log = logging.getLogger("forge.train")
 
 
-class PlainProgress(L.Callback):
-    """One line every `every` steps when the output is not a terminal (CI logs, files)."""
-
-    def __init__(self, every: int) -> None:
-        self.every = max(1, every)
-        self._t0 = 0.0
-        self._step0 = 0
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._t0, self._step0 = time.perf_counter(), trainer.global_step
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        step = trainer.global_step
-        if not trainer.is_global_zero or (step % self.every and step != trainer.max_steps):
-            return
-        rate = (step - self._step0) / max(1e-9, time.perf_counter() - self._t0)
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-        shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
-        log.info("step %d/%d %.1f it/s %s", step, trainer.max_steps, rate, shown)
-
-
 class Throughput(L.Callback):
     """Optimizer steps per second of the training loop itself (setup excluded), for train.json."""
 
@@ -40,10 +19,30 @@ class Throughput(L.Callback):
         self.first_step = 0
         self.steps_per_second: float | None = None
 
+    def rate(self, step: int) -> float:
+        return (step - self.first_step) / max(1e-9, time.perf_counter() - (self.start or 0.0))
+
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         if self.start is None:
             self.start, self.first_step = time.perf_counter(), trainer.global_step
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.start is not None and trainer.global_step > self.first_step:
-            self.steps_per_second = (trainer.global_step - self.first_step) / (time.perf_counter() - self.start)
+            self.steps_per_second = self.rate(trainer.global_step)
+
+
+class PlainProgress(L.Callback):
+    """One line every `every` steps when the output is not a terminal (CI logs, files)."""
+
+    def __init__(self, every: int, clock: Throughput) -> None:
+        self.every, self.clock = max(1, every), clock
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        step = trainer.global_step
+        if not trainer.is_global_zero or (step % self.every and step != trainer.max_steps):
+            return
+        rate = self.clock.rate(step)
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
+        log.info("step %d/%d %.1f it/s %s", step, trainer.max_steps, rate, shown)
+

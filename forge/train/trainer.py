@@ -78,9 +78,10 @@ def build_trainer(cfg: DictConfig, paths: RunPaths, loggers: list[Any], extra_ca
         save_top_k=1,
         enable_version_counter=False,
     )
-    callbacks: list[Any] = [*extra_callbacks, last, best, Throughput()]
+    clock = Throughput()
     tty = sys.stdout.isatty()
-    callbacks.append(RichProgressBar() if tty else PlainProgress(t.log_every_n_steps))
+    progress = RichProgressBar() if tty else PlainProgress(t.log_every_n_steps, clock)
+    callbacks: list[Any] = [*extra_callbacks, last, best, clock, progress]
     try:
         return L.Trainer(
             accelerator=t.accelerator,
