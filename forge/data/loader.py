@@ -22,8 +22,9 @@ class SplitDataset(Dataset):
         from safetensors.torch import load_file
 
         tensors = load_file(str(data_dir / f"{split}.safetensors"))
-        self.inputs = tensors["inputs"].long()
-        self.labels = tensors["labels"].long()
+        self.inputs = tensors.pop("inputs").long()
+        self.labels = tensors.pop("labels").long()
+        self.extras = {k: v.long() for k, v in tensors.items()}
 
     def __len__(self) -> int:
         return len(self.inputs)

@@ -20,7 +20,7 @@ from forge.config.instantiate import instantiate
 from forge.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 LOADER_KEYS = ("batch_size",)
 
 
@@ -53,13 +53,15 @@ def prepare(data_cfg: DictConfig, cache_dir: Optional[str], out: Path) -> Path:
 
 
 def _build(data_cfg: DictConfig, key: str, entry: Path) -> None:
+    import numpy as np
     from safetensors.numpy import save_file
 
     task = instantiate(data_cfg)
     splits = task.build()
     with atomic_dir(entry) as tmp:
         for split, arrays in splits.items():
-            save_file({"inputs": arrays.inputs, "labels": arrays.labels}, str(tmp / f"{split}.safetensors"))
+            columns = {"inputs": arrays.inputs, "labels": arrays.labels, **arrays.extras}
+            save_file({k: np.ascontiguousarray(v) for k, v in columns.items()}, str(tmp / f"{split}.safetensors"))
         write_json(
             tmp / "meta.json",
             {
@@ -68,6 +70,8 @@ def _build(data_cfg: DictConfig, key: str, entry: Path) -> None:
                 "vocab": list(task.vocab),
                 "seq_len": int(next(iter(splits.values())).inputs.shape[1]),
                 "sizes": {s: int(a.inputs.shape[0]) for s, a in splits.items()},
+                "extras": sorted(next(iter(splits.values())).extras),
+                **getattr(task, "meta", {}),
                 "config": OmegaConf.to_container(data_cfg, resolve=True),
             },
         )

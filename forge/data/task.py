@@ -2,11 +2,14 @@
 
 A causal model predicts labels[t + 1] from inputs[: t + 1]; a bidirectional one predicts
 labels[t] at t. Every task class (`data._target_`) has `vocab` and `build() -> {split: arrays}`.
+`extras` carries per-example integer columns that training or evaluation needs beside the
+tokens: a difficulty `level` for curricula, a `source` for mixtures, or the task and transform
+ids the ARC evaluator uses to undo augmentations.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -18,3 +21,4 @@ SPLITS = ("train", "val", "test")
 class SplitArrays:
     inputs: np.ndarray
     labels: np.ndarray
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
