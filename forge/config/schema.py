@@ -49,6 +49,40 @@ class TransformerSchema:
 
 
 @dataclass
+class HRRMSchema:
+    _target_: str = "forge.models.hrrm.HRRM"
+    variant: str = MISSING
+    d_model: int = MISSING
+    n_heads: int = MISSING
+    d_ff: int = MISSING
+    n_layers: int = MISSING
+    mixer: str = MISSING
+    h_cycles: int = MISSING
+    l_cycles: int = MISSING
+    segments: int = MISSING
+    halt_explore: float = MISSING
+    halt_at_inference: bool = MISSING
+    memory_slots: int = MISSING
+    ema_decay: float = MISSING
+
+
+@dataclass
+class CogmentSchema:
+    _target_: str = "forge.models.cogment.Cogment"
+    d_model: int = MISSING
+    n_heads: int = MISSING
+    d_ff: int = MISSING
+    mixer: str = MISSING
+    encoder_layers: int = MISSING
+    core_layers: int = MISSING
+    max_steps: int = MISSING
+    halt_epsilon: float = MISSING
+    ponder_cost: float = MISSING
+    deep_supervision: float = MISSING
+    memory_slots: int = MISSING
+
+
+@dataclass
 class AdditionSchema:
     _target_: str = "forge.data.addition.Addition"
     digits: int = MISSING
@@ -77,6 +111,7 @@ class TrainerSchema:
     threads: Optional[int] = MISSING
     process_group_backend: Optional[str] = MISSING
     max_steps: int = MISSING
+    max_minutes: Optional[float] = MISSING
     val_every_n_steps: int = MISSING
     log_every_n_steps: int = MISSING
     checkpoint_every_n_steps: int = MISSING
@@ -146,6 +181,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optim.schedule": ("constant", "linear", "cosine"),
     "eval.split": ("val", "test"),
     "export.format": ("safetensors", "none"),
+    "model.variant": ("hrm", "trm"),
+    "model.mixer": ("attention", "mlp"),
 }
 
 
@@ -154,7 +191,7 @@ def _by_target(*schemas: type) -> dict[Optional[str], type]:
 
 
 SCHEMAS: dict[str, dict[Optional[str], type]] = {
-    "model": _by_target(TransformerSchema),
+    "model": _by_target(TransformerSchema, HRRMSchema, CogmentSchema),
     "data": _by_target(AdditionSchema),
     "curriculum": _by_target(NoneSchema),
     "compressor": _by_target(NoneSchema),

@@ -11,13 +11,14 @@ import numpy as np
 
 from forge.data.task import IGNORE, SplitArrays
 
-VOCAB = list("0123456789+=")
+VOCAB = list("0123456789+=_")
 
 
 class Addition:
     """Problems a+b with `digits`-digit operands, split so no pair (in either order) is shared."""
 
     vocab = VOCAB
+    meta = {"blank": "_"}  # hides the sum from bidirectional models
 
     def __init__(
         self, digits: int, lsb_first: bool, n_train: int, n_val: int, n_test: int, seed: int, **_: object

@@ -8,23 +8,35 @@ batches are used with one process or several (Lightning's distributed sampler is
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from forge.data.task import IGNORE
+
 
 class SplitDataset(Dataset):
-    """One split held in memory; indexing with a list of rows returns a whole batch."""
+    """One split held in memory; indexing with a list of rows returns a whole batch.
 
-    def __init__(self, data_dir: Path, split: str) -> None:
+    Tasks written for causal models carry the answer in their inputs (the model is scored on
+    predicting it one token ahead). A bidirectional model would see it, so for one
+    (`hide_answers`) the scored positions are replaced by the task's `blank` token.
+    """
+
+    def __init__(self, data_dir: Path, split: str, hide_answers: bool = False) -> None:
         from safetensors.torch import load_file
 
         tensors = load_file(str(data_dir / f"{split}.safetensors"))
         self.inputs = tensors.pop("inputs").long()
         self.labels = tensors.pop("labels").long()
         self.extras = {k: v.long() for k, v in tensors.items()}
+        meta = json.loads((data_dir / "meta.json").read_text())
+        if hide_answers and meta.get("blank") is not None:
+            blank = meta["vocab"].index(meta["blank"])
+            self.inputs = self.inputs.masked_fill(self.labels != IGNORE, blank)
 
     def __len__(self) -> int:
         return len(self.inputs)

@@ -4,7 +4,9 @@ A causal model predicts labels[t + 1] from inputs[: t + 1]; a bidirectional one 
 labels[t] at t. Every task class (`data._target_`) has `vocab` and `build() -> {split: arrays}`.
 `extras` carries per-example integer columns that training or evaluation needs beside the
 tokens: a difficulty `level` for curricula, a `source` for mixtures, or the task and transform
-ids the ARC evaluator uses to undo augmentations.
+ids the ARC evaluator uses to undo augmentations. A task may also have `meta` (a dict added to
+meta.json); `meta["blank"]` names the token that hides the answer from bidirectional models when
+the inputs hold it (see `forge.data.loader.SplitDataset`).
 """
 
 from __future__ import annotations

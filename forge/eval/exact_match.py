@@ -30,7 +30,7 @@ def load_trained(paths: RunPaths) -> tuple[torch.nn.Module, Path]:
     state = torch.load(ckpt, map_location="cpu", weights_only=True)
     module = SequenceModule(**state["hyper_parameters"])
     module.load_state_dict(state["state_dict"])
-    return module.model.eval(), ckpt
+    return module.evaluated.eval(), ckpt
 
 
 @torch.no_grad()
@@ -57,7 +57,7 @@ def score(model: torch.nn.Module, data: SplitDataset, batch_size: int) -> dict[s
 
 def evaluate(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     model, ckpt = load_trained(paths)
-    data = SplitDataset(paths.data, cfg.eval.split)
+    data = SplitDataset(paths.data, cfg.eval.split, hide_answers=not getattr(model, "causal", True))
     metrics = {f"{cfg.eval.split}/{k}": v for k, v in score(model, data, cfg.eval.batch_size).items()}
     metrics["parameters"] = count_parameters(model)
     metrics["checkpoint"] = ckpt.name

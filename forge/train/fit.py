@@ -25,19 +25,20 @@ log = logging.getLogger(__name__)
 
 
 class DataModule(L.LightningDataModule):
-    def __init__(self, data_dir: Path, batch_size: int, eval_batch_size: int, seed: int) -> None:
+    def __init__(self, data_dir: Path, batch_size: int, eval_batch_size: int, seed: int, hide_answers: bool) -> None:
         super().__init__()
         self.data_dir, self.batch_size, self.eval_batch_size, self.seed = data_dir, batch_size, eval_batch_size, seed
+        self.hide_answers = hide_answers
 
     def train_dataloader(self) -> ResumableLoader:
-        data = SplitDataset(self.data_dir, "train")
+        data = SplitDataset(self.data_dir, "train", self.hide_answers)
         sampler = ResumableBatchSampler(
             len(data), self.batch_size, self.seed, self.trainer.global_rank, self.trainer.world_size
         )
         return ResumableLoader(data, sampler)
 
     def val_dataloader(self) -> DataLoader:
-        data = SplitDataset(self.data_dir, "val")
+        data = SplitDataset(self.data_dir, "val", self.hide_answers)
         rank, world = self.trainer.global_rank, self.trainer.world_size
         rows = list(range(rank, len(data), world))
         batches = [rows[i : i + self.eval_batch_size] for i in range(0, len(rows), self.eval_batch_size)]
@@ -61,7 +62,7 @@ def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
     n_params = count_parameters(module.model)
     if trainer.is_global_zero:
         log.info("model: %s, %s parameters; precision %s", cfg.model._target_, f"{n_params:,}", trainer.precision)
-    datamodule = DataModule(paths.data, cfg.data.batch_size, cfg.eval.batch_size, cfg.seed)
+    datamodule = DataModule(paths.data, cfg.data.batch_size, cfg.eval.batch_size, cfg.seed, not module.causal)
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)

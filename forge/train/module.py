@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 from omegaconf import OmegaConf
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from forge.config.errors import ConfigError
 from forge.config.instantiate import resolve_target
@@ -32,18 +33,39 @@ class SequenceModule(L.LightningModule):
         self.save_hyperparameters()
         self.model = build_model(OmegaConf.create(model_cfg), vocab_size, max_len)
         self.causal = bool(getattr(self.model, "causal", True))
+        decay = float(getattr(self.model, "ema_decay", 0.0))
+        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay else None
+        if self.ema is not None:
+            self.ema.requires_grad_(False)
+
+    @property
+    def evaluated(self) -> torch.nn.Module:
+        """The weights validation, evaluation and export use: the EMA average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = sequence_loss(self.model(batch["inputs"]), batch["labels"], self.causal)
+        # Recursive models train differently from how they infer (segments, halting, ponder
+        # cost), so they say how; every other model is scored on its logits.
+        if hasattr(self.model, "training_loss"):
+            loss, stats = self.model.training_loss(batch["inputs"], batch["labels"])
+        else:
+            loss, stats = sequence_loss(self.model(batch["inputs"]), batch["labels"], self.causal), {}
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"training loss is {loss.item()} at step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True)
+        for name, value in stats.items():
+            self.log(f"train/{name}", value)
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         inputs, labels = batch["inputs"], batch["labels"]
-        loss = sequence_loss(self.model(inputs), labels, self.causal)
-        exact, _ = answer_scores(predict(self.model, inputs, labels, self.causal), labels)
+        model = self.evaluated
+        loss = sequence_loss(model(inputs), labels, self.causal)
+        exact, _ = answer_scores(predict(model, inputs, labels, self.causal), labels)
         n = len(inputs)
         self.log("val/loss", loss, batch_size=n, sync_dist=True)
         self.log("val/exact_match", exact.float().mean(), batch_size=n, prog_bar=True, sync_dist=True)
@@ -52,8 +74,8 @@ class SequenceModule(L.LightningModule):
         cfg = dict(self.hparams.optim_cfg)
         schedule = {k: cfg.pop(k) for k in SCHEDULE_KEYS}
         optimizer_cls = resolve_target(cfg.pop("_target_"))
-        decay = [p for p in self.parameters() if p.ndim >= 2]
-        no_decay = [p for p in self.parameters() if p.ndim < 2]
+        decay = [p for p in self.model.parameters() if p.ndim >= 2]
+        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
         weight_decay = cfg.pop("weight_decay", 0.0)
         try:
             optimizer = optimizer_cls(
@@ -74,6 +96,8 @@ class SequenceModule(L.LightningModule):
             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
             "python": (version, torch.tensor(state, dtype=torch.int64), gauss_next),
         }
+        if hasattr(self.model, "carry_state"):
+            checkpoint["model_carry"] = self.model.carry_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         states = checkpoint.get("rng_states")
@@ -83,6 +107,8 @@ class SequenceModule(L.LightningModule):
             np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
             version, state, gauss_next = states["python"]
             random.setstate((version, tuple(state.tolist()), gauss_next))
+        if hasattr(self.model, "load_carry_state"):
+            self.model.load_carry_state(checkpoint.get("model_carry"))
 
 
 def _lr_lambda(max_steps: int, warmup_steps: int, schedule: str, min_lr_ratio: float):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,7 @@ def build_trainer(cfg: DictConfig, paths: RunPaths, loggers: list[Any], extra_ca
             strategy=strategy,
             precision=resolve_precision(t),
             max_steps=t.max_steps,
+            max_time=timedelta(minutes=t.max_minutes) if t.max_minutes else None,
             max_epochs=-1,
             val_check_interval=t.val_every_n_steps,
             check_val_every_n_epoch=None,
