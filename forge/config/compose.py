@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.resources
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -132,9 +133,10 @@ def _composition_error(e: Exception, overrides: list[str]) -> ConfigError:
 
     cause = e.__cause__
     if isinstance(cause, (ConfigAttributeError, ConfigKeyError)) and cause.full_key:
-        key = cause.full_key
+        key = re.sub(r"\[(\d+)\]", r".\1", cause.full_key)  # list items: a.b[0].c -> a.b.0.c
         parent, _, leaf = key.rpartition(".")
-        valid = _keys_at(parent, [o for o in overrides if not o.startswith(key + "=")])
+        others = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") != key]
+        valid = _keys_at(parent, others) if len(others) < len(overrides) else None
         if valid is not None:
             where = Origin(overrides).where(key)
             hint = suggest(leaf, valid) or " " + choices_text(valid)

@@ -95,6 +95,50 @@ class AdditionSchema:
 
 
 @dataclass
+class LevelSchema:
+    name: str = MISSING
+    lr: float = MISSING
+    batch_size: int = MISSING
+    max_epochs: int = MISSING
+    patience: int = MISSING
+    gradient_clip: Optional[float] = MISSING
+    threshold: float = MISSING
+
+
+@dataclass
+class DifficultySchema:
+    _target_: str = "forge.curriculum.difficulty.Difficulty"
+    replay: float = MISSING
+    remedial: int = MISSING
+    levels: list[LevelSchema] = MISSING
+
+
+@dataclass
+class StageSchema:
+    name: str = MISSING
+    mix: dict[str, float] = MISSING
+    steps: Optional[int] = None
+    epochs: Optional[int] = None
+    threshold: Optional[float] = None
+
+
+@dataclass
+class StagedSchema:
+    _target_: str = "forge.curriculum.staged.Staged"
+    batch_size: int = MISSING
+    stages: list[StageSchema] = MISSING
+
+
+@dataclass
+class MixtureSchema:
+    """Each source is a full data config of its own (checked when the data is built)."""
+
+    _target_: str = "forge.data.mixture.Mixture"
+    sources: dict[str, Any] = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
 class NoneSchema:
     """An option that switches its group off."""
 
@@ -192,8 +236,8 @@ def _by_target(*schemas: type) -> dict[Optional[str], type]:
 
 SCHEMAS: dict[str, dict[Optional[str], type]] = {
     "model": _by_target(TransformerSchema, HRRMSchema, CogmentSchema),
-    "data": _by_target(AdditionSchema),
-    "curriculum": _by_target(NoneSchema),
+    "data": _by_target(AdditionSchema, MixtureSchema),
+    "curriculum": _by_target(NoneSchema, DifficultySchema, StagedSchema),
     "compressor": _by_target(NoneSchema),
     "trainer": {None: TrainerSchema},
     "optim": _by_target(AdamWSchema),

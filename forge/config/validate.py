@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+import typing
 from typing import Callable, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from forge.config.errors import ConfigError, choices_text, suggest
@@ -23,6 +26,11 @@ def validate(cfg: DictConfig, where: Optional[Where] = None) -> DictConfig:
             raise ConfigError(f"{group}: missing or not a mapping{where(group)}; choose {group}=OPTION.")
         schema = _schema(group, node, where)
         top[group] = _merge(OmegaConf.structured(schema), node, group, f"{group}", where)
+    for name, source in (top.data.get("sources") or {}).items():  # data=mixture: each source is a data config
+        key = f"data.sources.{name}"
+        if not isinstance(source, DictConfig):
+            raise ConfigError(f"{key}: not a data config{where(key)}; give a mapping with a _target_.")
+        top.data.sources[name] = _merge(OmegaConf.structured(_schema("data", source, where)), source, key, key, where)
     for key, allowed in {"stage": STAGES, **CHOICES}.items():
         value = OmegaConf.select(top, key)
         if value is not None and value not in allowed:
@@ -52,13 +60,16 @@ def _schema(group: str, node: DictConfig, where: Where) -> type:
 
 def _merge(schema: DictConfig, node: DictConfig, prefix: str, what: str, where: Where) -> DictConfig:
     def full(key: object) -> str:
-        return f"{prefix}.{key}" if prefix else str(key)
+        key = re.sub(r"\[(\d+)\]", r".\1", str(key))  # list items: levels[0].lr -> levels.0.lr
+        return f"{prefix}.{key}" if prefix else key
 
+    _check_list_items(OmegaConf.get_type(schema), node, prefix, what, where)
     try:
         merged = OmegaConf.merge(schema, node)
     except ConfigKeyError as e:
-        key = full(e.key)
-        valid = [str(k) for k in schema.keys()]
+        key = full(e.full_key or e.key)
+        fields = getattr(e.object_type, "__dataclass_fields__", None)
+        valid = [str(k) for k in (fields or schema.keys())]
         raise ConfigError(
             f"{key}: no such key in {what}{where(key)}.{suggest(str(e.key), valid)} "
             + choices_text(valid)
@@ -74,3 +85,17 @@ def _merge(schema: DictConfig, node: DictConfig, prefix: str, what: str, where: 
         key = full(missing[0])
         raise ConfigError(f"{key}: no value given{where(key)}; set it in the group file or with {key}=VALUE.")
     return merged
+
+
+def _check_list_items(schema_cls: Optional[type], node: DictConfig, prefix: str, what: str, where: Where) -> None:
+    """Check each item of a list-of-schemas field on its own first: OmegaConf's merge loses the
+    item's index from its error, and a user needs it (`curriculum.levels.2.lr`)."""
+    if schema_cls is None or not dataclasses.is_dataclass(schema_cls):
+        return
+    for name, hint in typing.get_type_hints(schema_cls).items():
+        item_cls = next(iter(typing.get_args(hint)), None) if typing.get_origin(hint) is list else None
+        items = node.get(name) if isinstance(node, DictConfig) else None
+        if item_cls is None or not dataclasses.is_dataclass(item_cls) or not isinstance(items, ListConfig):
+            continue
+        for i, item in enumerate(items):
+            _merge(OmegaConf.structured(item_cls), item, f"{prefix}.{name}.{i}" if prefix else f"{name}.{i}", what, where)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -47,10 +47,16 @@ class SplitDataset(Dataset):
 
 
 class ResumableBatchSampler(Sampler[list[int]]):
-    """A fresh seeded permutation each epoch, this rank's share of it, cut into full batches."""
+    """A fresh seeded permutation each epoch, this rank's share of it, cut into full batches.
 
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
-        self.n, self.batch_size, self.seed = n, batch_size, seed
+    `rows` restricts it to a pool of row indices (a curriculum's choice for the epoch).
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1, rows: Optional[torch.Tensor] = None
+    ) -> None:
+        self.rows = rows if rows is not None else torch.arange(n)
+        self.n, self.batch_size, self.seed = len(self.rows), batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.epoch, self.yielded, self._skip = 0, 0, 0
 
@@ -63,7 +69,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.n, generator=gen)[self.rank :: self.world_size].tolist()
+        order = self.rows[torch.randperm(self.n, generator=gen)][self.rank :: self.world_size].tolist()
         start, self._skip = self._skip, 0
         for i in range(start, len(self)):
             self.yielded = i + 1

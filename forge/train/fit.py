@@ -12,6 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from forge import io
+from forge.curriculum.base import Curriculum
 from forge.data.loader import ResumableBatchSampler, ResumableLoader, SplitDataset
 from forge.data.prepare import load_meta
 from forge.errors import ForgeError, NonFiniteLossError
@@ -25,15 +26,28 @@ log = logging.getLogger(__name__)
 
 
 class DataModule(L.LightningDataModule):
-    def __init__(self, data_dir: Path, batch_size: int, eval_batch_size: int, seed: int, hide_answers: bool) -> None:
+    """Train batches in a resumable order; with a curriculum, from the rows it picks this epoch
+    (the loader is then rebuilt every epoch)."""
+
+    def __init__(
+        self, data_dir: Path, batch_size: int, eval_batch_size: int, seed: int, hide_answers: bool, curriculum: Optional[Curriculum]
+    ) -> None:
         super().__init__()
         self.data_dir, self.batch_size, self.eval_batch_size, self.seed = data_dir, batch_size, eval_batch_size, seed
-        self.hide_answers = hide_answers
+        self.hide_answers, self.curriculum = hide_answers, curriculum
 
     def train_dataloader(self) -> ResumableLoader:
         data = SplitDataset(self.data_dir, "train", self.hide_answers)
+        rows, batch_size = None, self.batch_size
+        if self.curriculum is not None:
+            rows, batch_size = self.curriculum.pool(data.extras, self.trainer.current_epoch, self.seed)
+            if len(rows) < batch_size * self.trainer.world_size:
+                raise ForgeError(
+                    f"curriculum stage {self.curriculum.name(self.curriculum.position)!r} has {len(rows)} training rows, "
+                    f"fewer than one batch of {batch_size} per process: lower its batch_size or add data"
+                )
         sampler = ResumableBatchSampler(
-            len(data), self.batch_size, self.seed, self.trainer.global_rank, self.trainer.world_size
+            len(data), batch_size, self.seed, self.trainer.global_rank, self.trainer.world_size, rows=rows
         )
         return ResumableLoader(data, sampler)
 
@@ -58,11 +72,17 @@ def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
         max_steps=cfg.trainer.max_steps,
     )
     ckpt = _resume_checkpoint(cfg, paths)
-    trainer = build_trainer(cfg, paths, build_loggers(cfg.logger, paths, resume=ckpt is not None), _curriculum(cfg))
+    curriculum = _curriculum(cfg)
+    if curriculum is not None:
+        curriculum.attach(SplitDataset(paths.data, "val", not module.causal), meta)
+    callbacks = [curriculum] if curriculum is not None else []
+    loggers = build_loggers(cfg.logger, paths, resume=ckpt is not None)
+    # A curriculum picks each epoch's rows, so the train loader is rebuilt every epoch.
+    trainer = build_trainer(cfg, paths, loggers, callbacks, reload_each_epoch=curriculum is not None)
     n_params = count_parameters(module.model)
     if trainer.is_global_zero:
         log.info("model: %s, %s parameters; precision %s", cfg.model._target_, f"{n_params:,}", trainer.precision)
-    datamodule = DataModule(paths.data, cfg.data.batch_size, cfg.eval.batch_size, cfg.seed, not module.causal)
+    datamodule = DataModule(paths.data, cfg.data.batch_size, cfg.eval.batch_size, cfg.seed, not module.causal, curriculum)
     start = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
@@ -86,13 +106,13 @@ def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
     return trainer
 
 
-def _curriculum(cfg: DictConfig) -> list[L.Callback]:
+def _curriculum(cfg: DictConfig) -> Optional[Curriculum]:
     """A curriculum is a Lightning callback, so its position is saved in every checkpoint."""
     if cfg.curriculum.get("_target_") is None:
-        return []
+        return None
     from forge.config.instantiate import instantiate
 
-    return [instantiate(cfg.curriculum)]
+    return instantiate(cfg.curriculum)
 
 
 def _resume_checkpoint(cfg: DictConfig, paths: RunPaths) -> Optional[str]:

@@ -59,7 +59,9 @@ def _one_console_handler() -> None:
         logging.getLogger("lightning").handlers.clear()
 
 
-def build_trainer(cfg: DictConfig, paths: RunPaths, loggers: list[Any], extra_callbacks: list[Any]) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig, paths: RunPaths, loggers: list[Any], extra_callbacks: list[Any], reload_each_epoch: bool = False
+) -> L.Trainer:
     t = cfg.trainer
     _one_console_handler()
     set_threads(t)
@@ -107,6 +109,7 @@ def build_trainer(cfg: DictConfig, paths: RunPaths, loggers: list[Any], extra_ca
             enable_model_summary=False,
             use_distributed_sampler=False,
             num_sanity_val_steps=0,
+            reload_dataloaders_every_n_epochs=1 if reload_each_epoch else 0,
         )
     except (MisconfigurationException, RuntimeError, ValueError) as e:  # Lightning says what is missing
         raise ForgeError(f"trainer: {e}") from None
