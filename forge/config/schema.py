@@ -130,6 +130,66 @@ class StagedSchema:
 
 
 @dataclass
+class ARCSchema:
+    _target_: str = "forge.data.arc.ARC"
+    version: str = MISSING
+    max_grid: int = MISSING
+    max_demos: int = MISSING
+    augment: int = MISSING
+    train_on_eval_demos: bool = MISSING
+    seed: int = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
+class SortingSchema:
+    _target_: str = "forge.data.algorithmic.Sorting"
+    length: int = MISSING
+    max_value: int = MISSING
+    n_train: int = MISSING
+    n_val: int = MISSING
+    n_test: int = MISSING
+    seed: int = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
+class ArithmeticSchema:
+    _target_: str = "forge.data.algorithmic.Arithmetic"
+    op: str = MISSING
+    digits: int = MISSING
+    lsb_first: bool = MISSING
+    n_train: int = MISSING
+    n_val: int = MISSING
+    n_test: int = MISSING
+    seed: int = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
+class ModularSchema:
+    _target_: str = "forge.data.algorithmic.Modular"
+    p: int = MISSING
+    op: str = MISSING
+    train_fraction: float = MISSING
+    seed: int = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
+class RecallSchema:
+    _target_: str = "forge.data.recall.Recall"
+    mode: str = MISSING
+    length: int = MISSING
+    n_keys: int = MISSING
+    n_train: int = MISSING
+    n_val: int = MISSING
+    n_test: int = MISSING
+    seed: int = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
 class MixtureSchema:
     """Each source is a full data config of its own (checked when the data is built)."""
 
@@ -178,6 +238,7 @@ class AdamWSchema:
 
 @dataclass
 class ExactMatchEvalSchema:
+    metric: str = MISSING
     split: str = MISSING
     batch_size: int = MISSING
 
@@ -224,9 +285,12 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.precision": ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
     "optim.schedule": ("constant", "linear", "cosine"),
     "eval.split": ("val", "test"),
+    "eval.metric": ("exact_match", "arc_vote"),
     "export.format": ("safetensors", "none"),
     "model.variant": ("hrm", "trm"),
     "model.mixer": ("attention", "mlp"),
+    "data.version": ("arcagi1", "arcagi2"),
+    "data.mode": ("kv", "needle"),
 }
 
 
@@ -236,7 +300,9 @@ def _by_target(*schemas: type) -> dict[Optional[str], type]:
 
 SCHEMAS: dict[str, dict[Optional[str], type]] = {
     "model": _by_target(TransformerSchema, HRRMSchema, CogmentSchema),
-    "data": _by_target(AdditionSchema, MixtureSchema),
+    "data": _by_target(
+        AdditionSchema, ARCSchema, SortingSchema, ArithmeticSchema, ModularSchema, RecallSchema, MixtureSchema
+    ),
     "curriculum": _by_target(NoneSchema, DifficultySchema, StagedSchema),
     "compressor": _by_target(NoneSchema),
     "trainer": {None: TrainerSchema},

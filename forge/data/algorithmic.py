@@ -2,8 +2,9 @@
 modular arithmetic (the grokking benchmark).
 
 A row is the problem followed by its answer and labels mark only the answer, so a causal model is
-scored on generating the answer after the prompt and a bidirectional one on filling it in. Train,
-validation and test never share a problem.
+scored on generating the answer after the prompt and a bidirectional one on filling it in (its
+loader hides the answer behind the `blank` token named in meta). Train, validation and test never
+share a problem.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from forge.data.task import IGNORE, SplitArrays
 # Up to this many possible problems, they are numbered and drawn without replacement; beyond it
 # (no int64 numbering) random problems are drawn and duplicates dropped.
 NUMBERED = 2**62
-REJECTION_ROUNDS = 20
+REJECTION_ROUNDS = 100
 ARITHMETIC_OPS = {"add": "+", "sub": "-", "mul": "*"}
 MODULAR_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 MAX_DIGITS = 9  # products of two 9-digit numbers still fit int64
+BLANK = "_"  # what a bidirectional model sees in place of the answer
+META = {"blank": BLANK}
 
 
 def check_sizes(n_train: int, n_val: int, n_test: int) -> dict[str, int]:
@@ -33,19 +36,28 @@ def check_sizes(n_train: int, n_val: int, n_test: int) -> dict[str, int]:
 
 def check_space(sizes: dict[str, int], total: int, what: str, fix: str) -> None:
     if sum(sizes.values()) > total:
-        raise ValueError(f"data: {sum(sizes.values())} problems requested but only {total} distinct {what} exist; lower n_train/n_val/n_test or {fix}")
+        raise ValueError(
+            f"data: {sum(sizes.values())} problems requested but only {total} distinct {what} exist; "
+            f"lower n_train/n_val/n_test or {fix}"
+        )
 
 
-def distinct_rows(rng: np.random.Generator, n: int, draw: Callable[[int], np.ndarray]) -> np.ndarray:
+def distinct_rows(n: int, draw: Callable[[int], np.ndarray], fix: str) -> np.ndarray:
     """n distinct rows from `draw(m) -> (m, width)`, for problem spaces too large to number."""
-    rows = draw(2 * n)
+    extra = n // 8 + 16  # duplicates are rare in a large space: draw a few more than needed
+    rows = draw(n + extra)
     for _ in range(REJECTION_ROUNDS):
-        _, first = np.unique(rows, axis=0, return_index=True)
-        rows = rows[np.sort(first)]
+        rows = rows[first_occurrences(rows)]
         if len(rows) >= n:
             return rows[:n]
-        rows = np.concatenate([rows, draw(2 * n)])
-    raise ValueError(f"data: fewer than {n} distinct problems found; lower n_train/n_val/n_test or enlarge the task")
+        rows = np.concatenate([rows, draw(n - len(rows) + extra)])
+    raise ValueError(f"data: fewer than {n} distinct problems found; lower n_train/n_val/n_test or {fix}")
+
+
+def first_occurrences(rows: np.ndarray) -> np.ndarray:
+    """Indices of the rows not repeating an earlier row, in order."""
+    seen: dict[bytes, int] = {}
+    return np.array([i for i, row in enumerate(rows) if seen.setdefault(row.tobytes(), i) == i], dtype=np.int64)
 
 
 def split_rows(rows: np.ndarray, sizes: dict[str, int]) -> dict[str, np.ndarray]:
@@ -72,15 +84,20 @@ def digits(x: np.ndarray, width: int) -> np.ndarray:
 class Sorting:
     """Sort `length` numbers from 0..max_value: "5 3 9 =" -> "3 5 9", each number one token."""
 
-    def __init__(self, length: int, max_value: int, n_train: int, n_val: int, n_test: int, seed: int, **_: object) -> None:
+    meta = META
+
+    def __init__(
+        self, length: int, max_value: int, n_train: int, n_val: int, n_test: int, seed: int, **_: object
+    ) -> None:
         if length < 2:
             raise ValueError(f"data.length={length}: sorting needs at least 2 numbers")
         if max_value < 1:
             raise ValueError(f"data.max_value={max_value}: numbers need at least two values (max_value >= 1)")
         self.length, self.values, self.seed = length, max_value + 1, seed
         self.sizes = check_sizes(n_train, n_val, n_test)
-        self.vocab = [str(v) for v in range(self.values)] + ["="]
-        check_space(self.sizes, self.values**length, f"sequences of {length} numbers in 0..{max_value}", "raise length or max_value")
+        self.vocab = [str(v) for v in range(self.values)] + ["=", BLANK]
+        what = f"sequences of {length} numbers in 0..{max_value}"
+        check_space(self.sizes, self.values**length, what, "raise length or max_value")
 
     def build(self) -> dict[str, SplitArrays]:
         rng = np.random.default_rng(self.seed)
@@ -90,7 +107,9 @@ class Sorting:
     def _problems(self, rng: np.random.Generator, n: int) -> np.ndarray:
         total = self.values**self.length
         if total > NUMBERED:
-            return distinct_rows(rng, n, lambda m: rng.integers(0, self.values, (m, self.length)))
+            return distinct_rows(
+                n, lambda m: rng.integers(0, self.values, (m, self.length)), "raise length or max_value"
+            )
         codes = rng.choice(total, n, replace=False)
         powers = self.values ** np.arange(self.length - 1, -1, -1, dtype=np.int64)
         return (codes[:, None] // powers) % self.values
@@ -109,7 +128,8 @@ class Arithmetic:
     causal model).
     """
 
-    vocab = list("0123456789") + list(ARITHMETIC_OPS.values()) + ["="]
+    vocab = list("0123456789") + list(ARITHMETIC_OPS.values()) + ["=", BLANK]
+    meta = META
 
     def __init__(
         self, op: str, digits: int, lsb_first: bool, n_train: int, n_val: int, n_test: int, seed: int, **_: object
@@ -167,6 +187,8 @@ class Modular:
     val (division skips y = 0 and needs a prime p).
     """
 
+    meta = META
+
     def __init__(self, p: int, op: str, train_fraction: float, seed: int, **_: object) -> None:
         if op not in MODULAR_OPS:
             raise ValueError(f"data.op={op}: use one of {', '.join(MODULAR_OPS)}")
@@ -175,8 +197,10 @@ class Modular:
         self.p, self.op, self.seed = p, op, seed
         self.n_train = round(train_fraction * self._count())
         if not 0 < self.n_train < self._count():
-            raise ValueError(f"data.train_fraction={train_fraction}: leaves an empty train or val split; use a value strictly between 0 and 1")
-        self.vocab = [str(v) for v in range(p)] + list(MODULAR_OPS.values()) + ["="]
+            raise ValueError(
+                f"data.train_fraction={train_fraction}: leaves train or val empty; use a value strictly between 0 and 1"
+            )
+        self.vocab = [str(v) for v in range(p)] + list(MODULAR_OPS.values()) + ["=", BLANK]
 
     def _count(self) -> int:
         return self.p * (self.p - 1 if self.op == "div" else self.p)

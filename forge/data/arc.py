@@ -14,15 +14,18 @@ The splits keep every scored answer out of training:
 - test: each evaluation task's test inputs with its demonstrations, untransformed and in `augment`
   distinct augmented versions that forge.eval.arc maps back and votes on.
 
-An augmentation is one of the 8 dihedral transforms and a permutation of colours 1-9 (0 is ARC's
-background, so it stays), applied to every grid of a row. Extras name the task, the query and the
-augmentation of each row; meta.json holds the task ids and the colour permutation table.
+Every split holds each row untransformed and in up to `augment` distinct augmented versions. An
+augmentation is one of the 8 dihedral transforms and a permutation of colours 1-9 (0 is ARC's
+background, so it stays), applied to every grid of a row. Val and test rows use a task's first
+`max_demos` demonstrations, train rows a random choice. Extras name each row's task, query and
+augmentation; meta.json holds the task ids and the colour permutation table.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +37,7 @@ VOCAB = [str(c) for c in range(COLOURS)] + ["PAD", "?", "IN", "OUT"]
 PAD, BLANK, IN, OUT = (VOCAB.index(t) for t in ("PAD", "?", "IN", "OUT"))
 VERSIONS = ("arcagi1", "arcagi2")
 ARC_MAX_GRID = 30
-VAL_FRACTION = 0.1
+VAL_FRACTION = 0.1  # of the training tasks, at least one
 # Draws per wanted copy before giving up on finding distinct augmentations (a grid of one
 # colour with every symmetry has only a few).
 TRIES_PER_COPY = 20
@@ -111,11 +114,11 @@ class ARC:
         if version not in VERSIONS:
             raise ValueError(f"data.version={version}: use one of {', '.join(VERSIONS)}")
         if not 1 <= max_grid <= ARC_MAX_GRID:
-            raise ValueError(f"data.max_grid={max_grid}: ARC grids are 1 to {ARC_MAX_GRID} cells a side; pick a size in that range")
+            raise ValueError(f"data.max_grid={max_grid}: ARC grids have 1 to {ARC_MAX_GRID} cells a side; pick one")
         if max_demos < 1:
             raise ValueError(f"data.max_demos={max_demos}: a row needs at least one demonstration pair")
         if augment < 0:
-            raise ValueError(f"data.augment={augment}: the number of augmented copies cannot be negative; use 0 for none")
+            raise ValueError(f"data.augment={augment}: cannot be negative; use 0 for no augmented copies")
         self.version, self.grid, self.max_demos = version, max_grid, max_demos
         self.augment, self.train_on_eval_demos, self.seed = augment, train_on_eval_demos, seed
         self.meta: dict[str, Any] = {}
@@ -130,15 +133,18 @@ class ARC:
         n_val = max(1, round(VAL_FRACTION * len(train_tasks)))
         val_ids = set(rng.permutation(len(train_tasks))[:n_val].tolist())
         tasks = train_tasks + eval_tasks
-        held_out = [i for i in range(len(tasks)) if i in val_ids or i >= len(train_tasks)]
-        train = [q for i, t in enumerate(train_tasks) if i not in val_ids for q in leave_one_out(i, [*t.train, *t.test])]
+        fit = [i for i in range(len(train_tasks)) if i not in val_ids]
+        train = [q for i in fit for q in leave_one_out(i, [*tasks[i].train, *tasks[i].test])]
         if self.train_on_eval_demos:
+            held_out = [i for i in range(len(tasks)) if i not in fit]
             train += [q for i in held_out for q in leave_one_out(i, tasks[i].train)]
         perms = ColourPerms()
+        val = held_out_queries(tasks, sorted(val_ids))
+        test = held_out_queries(tasks, range(len(train_tasks), len(tasks)))
         splits = {
             "train": self._encode(train, rng, perms, random_demos=True),
-            "val": self._encode(held_out_queries(tasks, sorted(val_ids)), rng, perms, random_demos=False),
-            "test": self._encode(held_out_queries(tasks, range(len(train_tasks), len(tasks))), rng, perms, random_demos=False),
+            "val": self._encode(val, rng, perms, random_demos=False),
+            "test": self._encode(test, rng, perms, random_demos=False),
         }
         self.meta = {
             "grid": [self.grid, self.grid],
@@ -151,7 +157,7 @@ class ARC:
     def _small_tasks(self) -> tuple[list[Any], list[Any]]:
         """Training and evaluation tasks that fit the canvas; an error if a side ends up too empty."""
         train, evaluation = load_tasks(self.version)
-        kept = [t for t in train if task_size(t) <= self.grid], [t for t in evaluation if task_size(t) <= self.grid]
+        kept = tuple([t for t in tasks if task_size(t) <= self.grid] for tasks in (train, evaluation))
         for name, small, full, least in (("training", kept[0], train, 2), ("evaluation", kept[1], evaluation, 1)):
             if len(small) < least:
                 need = sorted(task_size(t) for t in full)[least - 1]
@@ -161,13 +167,15 @@ class ARC:
                 )
         return kept
 
-    def _encode(self, queries: list[Query], rng: np.random.Generator, perms: ColourPerms, random_demos: bool) -> SplitArrays:
+    def _encode(
+        self, queries: list[Query], rng: np.random.Generator, perms: ColourPerms, random_demos: bool
+    ) -> SplitArrays:
         rows = [row for q in queries for row in self._augmented_rows(q, rng, perms, random_demos)]
-        tokens, labels, extras = zip(*rows) if rows else ((), (), ())
-        columns = np.array(extras, dtype=np.int64).reshape(-1, len(EXTRAS))
+        tokens, labels, extras = zip(*rows)
+        columns = np.array(extras, dtype=np.int64)
         return SplitArrays(
-            inputs=np.array(tokens, dtype=np.int64).reshape(-1, self.seq_len),
-            labels=np.array(labels, dtype=np.int64).reshape(-1, self.seq_len),
+            inputs=np.stack(tokens).astype(np.int64),
+            labels=np.stack(labels).astype(np.int64),
             extras={name: columns[:, i].copy() for i, name in enumerate(EXTRAS)},
         )
 
@@ -194,14 +202,18 @@ class ARC:
         order = rng.permutation(len(demos))[: self.max_demos]
         return tuple(demos[i] for i in order)
 
-    def _row(self, demos: Sequence[Pair], query: Pair, k: int, perm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _row(
+        self, demos: Sequence[Pair], query: Pair, k: int, perm: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Tokens and labels: empty demo slots, demonstrations, query input, answer canvas."""
         cells = self.grid * self.grid
         empty = np.full(2 * (self.max_demos - len(demos)) * (cells + 1), PAD)
         blocks = [empty]
         for grid_in, grid_out in demos:
-            blocks += [self._block(IN, augment_grid(grid_in, k, perm)), self._block(OUT, augment_grid(grid_out, k, perm))]
-        blocks += [self._block(IN, augment_grid(query[0], k, perm)), np.concatenate([[OUT], np.full(cells, BLANK)])]
+            blocks += [self._block(IN, augment_grid(grid_in, k, perm))]
+            blocks += [self._block(OUT, augment_grid(grid_out, k, perm))]
+        blocks += [self._block(IN, augment_grid(query[0], k, perm))]
+        blocks += [np.concatenate([[OUT], np.full(cells, BLANK)])]
         tokens = np.concatenate(blocks)
         labels = np.full_like(tokens, IGNORE)
         labels[-cells:] = self.canvas(augment_grid(query[1], k, perm)).ravel()

@@ -107,7 +107,8 @@ def evaluate_arc(model: torch.nn.Module, data_dir: Path | str, batch_size: int) 
     predicted = []
     for start in range(0, len(data), batch_size):
         inputs, labels = data.inputs[start : start + batch_size], data.labels[start : start + batch_size]
-        predicted.append(predict(model, inputs.to(device), labels.to(device), causal=False)[:, answer.to(device)].cpu())
+        tokens = predict(model, inputs.to(device), labels.to(device), causal=False)
+        predicted.append(tokens.cpu()[:, answer])
     shape = (-1, *meta["grid"])
     extras = {name: column.numpy() for name, column in data.extras.items()}
     return vote_pass_at_k(

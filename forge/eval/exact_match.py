@@ -59,6 +59,10 @@ def evaluate(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     model, ckpt = load_trained(paths)
     data = SplitDataset(paths.data, cfg.eval.split, hide_answers=not getattr(model, "causal", True))
     metrics = {f"{cfg.eval.split}/{k}": v for k, v in score(model, data, cfg.eval.batch_size).items()}
+    if cfg.eval.metric == "arc_vote":
+        from forge.eval.arc import evaluate_arc
+
+        metrics.update({f"test/{k}": v for k, v in evaluate_arc(model, paths.data, cfg.eval.batch_size).items()})
     metrics["parameters"] = count_parameters(model)
     metrics["checkpoint"] = ckpt.name
     io.write_json(paths.metrics, metrics)
