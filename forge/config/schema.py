@@ -130,6 +130,34 @@ class StagedSchema:
 
 
 @dataclass
+class SudokuSchema:
+    _target_: str = "forge.data.sudoku.Sudoku"
+    size: int = MISSING
+    n_train: int = MISSING
+    n_val: int = MISSING
+    n_test: int = MISSING
+    levels: list[str] = MISSING
+    blanks: Optional[int] = MISSING
+    augment: int = MISSING
+    seed: int = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
+class MazeSchema:
+    _target_: str = "forge.data.maze.Maze"
+    size: int = MISSING
+    n_train: int = MISSING
+    n_val: int = MISSING
+    n_test: int = MISSING
+    min_path: int = MISSING
+    loops: float = MISSING
+    augment: int = MISSING
+    seed: int = MISSING
+    batch_size: int = MISSING
+
+
+@dataclass
 class ARCSchema:
     _target_: str = "forge.data.arc.ARC"
     version: str = MISSING
@@ -301,7 +329,7 @@ def _by_target(*schemas: type) -> dict[Optional[str], type]:
 SCHEMAS: dict[str, dict[Optional[str], type]] = {
     "model": _by_target(TransformerSchema, HRRMSchema, CogmentSchema),
     "data": _by_target(
-        AdditionSchema, ARCSchema, SortingSchema, ArithmeticSchema, ModularSchema, RecallSchema, MixtureSchema
+        AdditionSchema, SudokuSchema, MazeSchema, ARCSchema, SortingSchema, ArithmeticSchema, ModularSchema, RecallSchema, MixtureSchema
     ),
     "curriculum": _by_target(NoneSchema, DifficultySchema, StagedSchema),
     "compressor": _by_target(NoneSchema),
