@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from forge.config.instantiate import instantiate
 from forge.data.task import IGNORE, SplitArrays
@@ -23,7 +24,7 @@ class Mixture:
         if not sources:
             raise ValueError("data.sources is empty: name at least one task")
         self.names = list(sources)
-        self.tasks = {name: instantiate(cfg) for name, cfg in sources.items()}
+        self.tasks = {name: instantiate(OmegaConf.create(cfg)) for name, cfg in sources.items()}
         self.vocab = [PAD, BLANK]
         for task in self.tasks.values():
             self.vocab += [t for t in task.vocab if t not in self.vocab]

@@ -134,5 +134,5 @@ def _loop_rate(trainer: L.Trainer) -> Optional[float]:
 def _best_score(trainer: L.Trainer) -> Optional[float]:
     for cb in trainer.checkpoint_callbacks:
         if getattr(cb, "monitor", None) and cb.best_model_score is not None:
-            return float(cb.best_model_score)
+            return round(float(cb.best_model_score), 4)  # val/selection: exact match + a 1e-5 tie-break
     return None

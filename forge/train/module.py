@@ -10,10 +10,11 @@ import lightning as L
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 from forge.config.errors import ConfigError
 from forge.config.instantiate import resolve_target
+from forge.data.task import IGNORE
 from forge.errors import NonFiniteLossError
 from forge.models import build_model
 from forge.models.sequence import answer_scores, predict, sequence_loss
@@ -34,7 +35,7 @@ class SequenceModule(L.LightningModule):
         self.model = build_model(OmegaConf.create(model_cfg), vocab_size, max_len)
         self.causal = bool(getattr(self.model, "causal", True))
         decay = float(getattr(self.model, "ema_decay", 0.0))
-        self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True) if decay else None
+        self.ema = AveragedModel(self.model, multi_avg_fn=_ema_with_warmup(decay), use_buffers=True) if decay else None
         if self.ema is not None:
             self.ema.requires_grad_(False)
 
@@ -57,7 +58,10 @@ class SequenceModule(L.LightningModule):
             self.log(f"train/{name}", value)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # Average right after the weights change, so a checkpoint taken at the end of this step
+        # holds the matching average and a resumed run continues it exactly.
+        super().optimizer_step(*args, **kwargs)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
 
@@ -65,10 +69,15 @@ class SequenceModule(L.LightningModule):
         inputs, labels = batch["inputs"], batch["labels"]
         model = self.evaluated
         loss = sequence_loss(model(inputs), labels, self.causal)
-        exact, _ = answer_scores(predict(model, inputs, labels, self.causal), labels)
-        n = len(inputs)
+        exact, right = answer_scores(predict(model, inputs, labels, self.causal), labels)
+        n, scored = len(inputs), int((labels != IGNORE).sum())
+        exact_match, token_accuracy = exact.float().mean(), right.float() / max(1, scored)
         self.log("val/loss", loss, batch_size=n, sync_dist=True)
-        self.log("val/exact_match", exact.float().mean(), batch_size=n, prog_bar=True, sync_dist=True)
+        self.log("val/exact_match", exact_match, batch_size=n, prog_bar=True, sync_dist=True)
+        self.log("val/token_accuracy", token_accuracy, batch_size=n, sync_dist=True)
+        # What picks best.ckpt: exact match, ties (e.g. all zero early on) broken by token
+        # accuracy, whose weight is too small to outvote one more exact answer in 10,000.
+        self.log("val/selection", exact_match + 1e-5 * token_accuracy, batch_size=n, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = dict(self.hparams.optim_cfg)
@@ -109,6 +118,17 @@ class SequenceModule(L.LightningModule):
             random.setstate((version, tuple(state.tolist()), gauss_next))
         if hasattr(self.model, "load_carry_state"):
             self.model.load_carry_state(checkpoint.get("model_carry"))
+
+
+def _ema_with_warmup(decay: float):
+    """EMA whose decay ramps up as (1 + n) / (10 + n) toward `decay`: a fixed 0.999 would keep
+    the average near the random initialization for the first few thousand steps."""
+
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = float(n_averaged)
+        torch._foreach_lerp_(averaged, current, 1.0 - min(decay, (1.0 + n) / (10.0 + n)))
+
+    return update
 
 
 def _lr_lambda(max_steps: int, warmup_steps: int, schedule: str, min_lr_ratio: float):

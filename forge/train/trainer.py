@@ -76,7 +76,7 @@ def build_trainer(
     best = ModelCheckpoint(
         dirpath=paths.checkpoints,
         filename="best",
-        monitor="val/exact_match",
+        monitor="val/selection",
         mode="max",
         save_top_k=1,
         enable_version_counter=False,
