@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -62,6 +63,9 @@ def test_staged_curriculum_graduates_then_spends_its_budget(tmp_path: Path, mixt
     assert [h["step"] for h in state["history"]] == [6, 36]
     assert state["position"] == 2
     assert "curriculum: complete at step 36" in proc.stdout + proc.stderr
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test/add/examples"] == metrics["test/sort/examples"] == 32
+    assert metrics["test/examples"] == 64
 
 
 def test_curriculum_resumes_mid_stage_exactly(tmp_path: Path, mixture_args: list[str]) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from omegaconf import DictConfig
 
 from forge import io
 from forge.data.loader import SplitDataset
+from forge.data.prepare import load_meta
 from forge.errors import ForgeError
 from forge.models import count_parameters
 from forge.data.task import IGNORE
@@ -34,31 +35,50 @@ def load_trained(paths: RunPaths) -> tuple[torch.nn.Module, Path]:
 
 
 @torch.no_grad()
-def score(model: torch.nn.Module, data: SplitDataset, batch_size: int) -> dict[str, float]:
+def tally(model: torch.nn.Module, data: SplitDataset, batch_size: int, rows: Optional[list[int]] = None) -> dict[str, float]:
+    """Raw counts over `rows` (all by default): exact answers, right and scored tokens, loss."""
     causal = bool(getattr(model, "causal", True))
-    exact = tokens_right = tokens = loss_tokens = 0
-    loss_sum = 0.0
-    for start in range(0, len(data), batch_size):
-        batch = data[list(range(start, min(start + batch_size, len(data))))]
+    rows = list(range(len(data))) if rows is None else rows
+    counts = dict(examples=len(rows), exact=0, tokens_right=0, tokens=0, loss_sum=0.0, loss_tokens=0)
+    for start in range(0, len(rows), batch_size):
+        batch = data[rows[start : start + batch_size]]
         inputs, labels = batch["inputs"], batch["labels"]
-        loss_sum += sequence_loss(model(inputs), labels, causal, reduction="sum").item()
-        loss_tokens += int((targets(labels, causal) != IGNORE).sum())
-        e, right = answer_scores(predict(model, inputs, labels, causal), labels)
-        exact += int(e.sum())
-        tokens_right += int(right)
-        tokens += int((labels != IGNORE).sum())
+        counts["loss_sum"] += sequence_loss(model(inputs), labels, causal, reduction="sum").item()
+        counts["loss_tokens"] += int((targets(labels, causal) != IGNORE).sum())
+        exact, right = answer_scores(predict(model, inputs, labels, causal), labels)
+        counts["exact"] += int(exact.sum())
+        counts["tokens_right"] += int(right)
+        counts["tokens"] += int((labels != IGNORE).sum())
+    return counts
+
+
+def rates(counts: dict[str, float]) -> dict[str, float]:
     return {
-        "exact_match": exact / len(data),
-        "token_accuracy": tokens_right / max(1, tokens),
-        "loss": loss_sum / max(1, loss_tokens),
-        "examples": len(data),
+        "exact_match": counts["exact"] / max(1, counts["examples"]),
+        "token_accuracy": counts["tokens_right"] / max(1, counts["tokens"]),
+        "loss": counts["loss_sum"] / max(1, counts["loss_tokens"]),
+        "examples": counts["examples"],
     }
+
+
+def score(model: torch.nn.Module, data: SplitDataset, batch_size: int, sources: Optional[list[str]] = None) -> dict[str, float]:
+    """Exact match, token accuracy, loss and count; for a mixture also per source (`NAME/...`)."""
+    if not sources or "source" not in data.extras:
+        return rates(tally(model, data, batch_size))
+    by_source = {name: tally(model, data, batch_size, (data.extras["source"] == i).nonzero().squeeze(1).tolist())
+                 for i, name in enumerate(sources)}
+    total = {k: sum(c[k] for c in by_source.values()) for k in next(iter(by_source.values()))}
+    out = rates(total)
+    for name, counts in by_source.items():
+        out.update({f"{name}/{k}": v for k, v in rates(counts).items()})
+    return out
 
 
 def evaluate(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     model, ckpt = load_trained(paths)
     data = SplitDataset(paths.data, cfg.eval.split, hide_answers=not getattr(model, "causal", True))
-    metrics = {f"{cfg.eval.split}/{k}": v for k, v in score(model, data, cfg.eval.batch_size).items()}
+    sources = load_meta(paths.data).get("sources")
+    metrics = {f"{cfg.eval.split}/{k}": v for k, v in score(model, data, cfg.eval.batch_size, sources).items()}
     if cfg.eval.metric == "arc_vote":
         from forge.eval.arc import evaluate_arc
 
