@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
-from conftest import forge_env, run_forge, tiny
+from conftest import REPO, forge_env, run_forge, tiny
+from forge.run_dir import RunPaths
+from forge.train.loggers import build_loggers
 
 
 def test_nan_loss_stops_naming_the_step(tmp_path: Path, cache: Path) -> None:
@@ -57,3 +60,12 @@ def test_checkpoint_save_killed_halfway_keeps_the_previous_one(tmp_path: Path) -
     proc.wait()
     old = torch.load(path, weights_only=True)
     assert old["step"] == 1 and torch.equal(old["w"], torch.zeros(1000))
+
+
+def test_resume_survives_a_dvclive_summary_torn_by_a_kill(tmp_path: Path) -> None:
+    summary = tmp_path / "dvclive" / "metrics.json"
+    summary.parent.mkdir()
+    summary.write_text("")  # what a SIGKILL during DVCLive's in-place write leaves
+    cfg = OmegaConf.load(REPO / "conf" / "logger" / "dvclive.yaml")
+    logger = build_loggers(cfg, RunPaths(tmp_path), resume=True)[0]
+    assert logger.experiment.summary == {}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
@@ -32,6 +34,8 @@ def build_loggers(logger_cfg: DictConfig, paths: RunPaths, resume: bool) -> list
     extra = _DIRS[target](paths)
     if target.endswith("DVCLiveLogger"):
         extra["resume"] = resume
+        if resume:
+            _drop_torn_summary(Path(extra["dir"]) / "metrics.json")
     try:
         return [instantiate(logger_cfg, **extra)]
     except ImportError as e:  # ModuleNotFoundError, or torch's "requires TensorBoard" ImportError
@@ -40,3 +44,15 @@ def build_loggers(logger_cfg: DictConfig, paths: RunPaths, resume: bool) -> list
             f"logger {target} needs the '{package}' package, which is not installed. "
             f"Run `pip install {package}`, or pick another logger (logger=dvclive or logger=csv)."
         ) from None
+
+
+def _drop_torn_summary(summary: Path) -> None:
+    """DVCLive rewrites metrics.json in place at every step, so a run killed mid-write can leave
+    it empty, and DVCLive's resume then fails to parse it. It only holds the latest values,
+    which the next logged step writes again: a torn one is removed."""
+    try:
+        json.loads(summary.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        summary.unlink()
