@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from typing import Any, Optional
 
 import lightning as L
@@ -14,8 +15,8 @@ from forge.models.sequence import answer_scores, predict
 log = logging.getLogger("forge.curriculum")
 
 
-class Curriculum(L.Callback):
-    """Subclasses define `pool` and `advance`; this class keeps the position and the history."""
+class Curriculum(L.Callback, ABC):
+    """Subclasses define `pool`, `advance` and `finished`; this class keeps the position and the history."""
 
     def __init__(self) -> None:
         self.position = 0  # index of the current stage or level
@@ -24,17 +25,18 @@ class Curriculum(L.Callback):
         self.val: Optional[SplitDataset] = None
         self.meta: dict[str, Any] = {}
 
+    @abstractmethod
     def pool(self, extras: dict[str, torch.Tensor], epoch: int, seed: int) -> tuple[torch.Tensor, int]:
         """Rows of the training split for this epoch, and the batch size to cut them into."""
-        raise NotImplementedError
 
+    @abstractmethod
     def advance(self, trainer: L.Trainer, pl_module: L.LightningModule) -> Optional[str]:
         """Called after each epoch: a reason to move to the next stage, or None to stay."""
-        raise NotImplementedError
 
     @property
+    @abstractmethod
     def finished(self) -> bool:
-        raise NotImplementedError
+        """Whether every stage is done."""
 
     def attach(self, val: SplitDataset, meta: dict[str, Any]) -> None:
         """The validation split it scores stages on, and the dataset's meta (level and source names)."""
