@@ -106,12 +106,6 @@ def init_linear(module: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-def exact_per_example(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Whether every scored position of each example is predicted right."""
-    scored = labels != IGNORE
-    return ((logits.argmax(-1) == labels) | ~scored).all(1)
-
-
 def token_ce_per_example(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy over each example's scored positions (0 where none are scored)."""
     ce = F.cross_entropy(logits.transpose(1, 2).float(), labels, ignore_index=IGNORE, reduction="none")

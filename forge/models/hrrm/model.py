@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from forge.models.layers import Reasoner, TokenEmbedding, exact_per_example, init_linear, token_ce_per_example
+from forge.models.layers import Reasoner, TokenEmbedding, init_linear, token_ce_per_example
+from forge.models.sequence import answer_scores
 
 State = tuple[torch.Tensor, torch.Tensor]
 
@@ -128,7 +129,7 @@ class HRRM(nn.Module):
         steps = c["steps"] + 1
         answer_loss = token_ce_per_example(logits, c["labels"]).mean()
         with torch.no_grad():
-            exact = exact_per_example(logits, c["labels"])
+            exact, _ = answer_scores(logits.argmax(-1), c["labels"])
         halt_loss = F.binary_cross_entropy_with_logits(q, exact.float())
         with torch.no_grad():
             halted = steps >= self.segments
