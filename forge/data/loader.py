@@ -8,13 +8,13 @@ batches are used with one process or several (Lightning's distributed sampler is
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from forge.data.prepare import load_meta
 from forge.data.task import IGNORE
 
 
@@ -33,8 +33,8 @@ class SplitDataset(Dataset):
         self.inputs = tensors.pop("inputs").long()
         self.labels = tensors.pop("labels").long()
         self.extras = {k: v.long() for k, v in tensors.items()}
-        meta = json.loads((data_dir / "meta.json").read_text())
-        if hide_answers and meta.get("blank") is not None:
+        meta = load_meta(data_dir) if hide_answers else {}
+        if meta.get("blank") is not None:
             blank = meta["vocab"].index(meta["blank"])
             self.inputs = self.inputs.masked_fill(self.labels != IGNORE, blank)
 

@@ -12,9 +12,9 @@ from omegaconf import DictConfig
 from forge import io
 from forge.data.loader import SplitDataset
 from forge.data.prepare import load_meta
+from forge.data.task import IGNORE
 from forge.errors import ForgeError
 from forge.models import count_parameters
-from forge.data.task import IGNORE
 from forge.models.sequence import answer_scores, predict, sequence_loss, targets
 from forge.run_dir import RunPaths
 
