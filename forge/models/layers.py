@@ -84,19 +84,23 @@ class Reasoner(nn.Module):
 
 
 class TokenEmbedding(nn.Module):
-    """Token plus learned position embeddings, both at unit scale: which cells share a row, column
-    or box is all in the positions, and position embeddings started 50x smaller than the tokens'
-    kept these models on the no-information plateau for hundreds of steps longer."""
+    """Token plus learned position embeddings at unit scale, stored at 1/sqrt(d_model) and scaled
+    up in the forward pass, as HRM and TRM do: Adam moves every weight by about the learning
+    rate, so the scaled copy learns sqrt(d_model) times faster. Which cells share a row, column
+    or box is all in the positions; stored at unit scale they kept TRM at chance for the first
+    thousand steps on Sudoku, where the transformer baseline left chance after 200.
+    """
 
     def __init__(self, vocab_size: int, max_len: int, d_model: int) -> None:
         super().__init__()
+        self.scale = d_model**0.5
         self.tokens = nn.Embedding(vocab_size, d_model)
         self.pos = nn.Parameter(torch.zeros(max_len, d_model))
-        nn.init.normal_(self.tokens.weight, std=1.0)
-        nn.init.normal_(self.pos, std=1.0)
+        nn.init.normal_(self.tokens.weight, std=1 / self.scale)
+        nn.init.normal_(self.pos, std=1 / self.scale)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.tokens(tokens) + self.pos[: tokens.shape[1]]
+        return self.scale * (self.tokens(tokens) + self.pos[: tokens.shape[1]])
 
 
 def init_linear(module: nn.Module) -> None:
