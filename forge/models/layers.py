@@ -85,10 +85,10 @@ class Reasoner(nn.Module):
 
 class TokenEmbedding(nn.Module):
     """Token plus learned position embeddings at unit scale, stored at 1/sqrt(d_model) and scaled
-    up in the forward pass, as HRM and TRM do: Adam moves every weight by about the learning
-    rate, so the scaled copy learns sqrt(d_model) times faster. Which cells share a row, column
-    or box is all in the positions; stored at unit scale they kept TRM at chance for the first
-    thousand steps on Sudoku, where the transformer baseline left chance after 200.
+    up in the forward pass, as HRM and TRM do. Adam moves every weight by about the learning rate
+    per step, so the scaled copy learns sqrt(d_model) times faster relative to its size; which
+    cells share a row, column or box is all in the positions, and these models sit at chance
+    until the positions have moved.
     """
 
     def __init__(self, vocab_size: int, max_len: int, d_model: int) -> None:
