@@ -32,7 +32,12 @@ class RunResult:
 def prepare(cfg: DictConfig, paths: RunPaths) -> None:
     from forge.data.prepare import prepare as prepare_data
 
-    prepare_data(cfg.data, cfg.cache_dir, paths.data)
+    tokenizer = None
+    if is_hf(cfg):  # text data is tokenized with the model's own tokenizer
+        from forge.models.hf import HFCausalLM
+
+        tokenizer = HFCausalLM(**{k: v for k, v in cfg.model.items() if k != "_target_"}, cache_dir=cfg.cache_dir).tokenizer()
+    prepare_data(cfg.data, cfg.cache_dir, paths.data, tokenizer)
 
 
 def train(cfg: DictConfig, paths: RunPaths) -> None:
@@ -52,13 +57,21 @@ def compress(cfg: DictConfig, paths: RunPaths) -> None:
 
 
 def evaluate(cfg: DictConfig, paths: RunPaths) -> None:
-    from forge.eval.exact_match import evaluate as run_eval
+    if is_hf(cfg):
+        from forge.eval.lm import evaluate as run_eval
+    else:
+        from forge.eval.exact_match import evaluate as run_eval
 
     run_eval(cfg, paths)
 
 
 def export(cfg: DictConfig, paths: RunPaths) -> None:
     if cfg.export.format == "none":
+        return
+    if is_hf(cfg):
+        from forge.export.hf import export as export_lm
+
+        export_lm(cfg, paths)
         return
     from forge.eval.exact_match import load_trained
     from forge.export.safetensors import export as export_safetensors
@@ -100,12 +113,17 @@ def execute(cfg: DictConfig, run_dir: Path, record: bool = True) -> RunResult:
     return result
 
 
+def is_hf(cfg: DictConfig) -> bool:
+    """A Hugging Face causal LM: its own data, evaluation and export paths."""
+    return cfg.model.get("_target_") == "forge.models.hf.HFCausalLM"
+
+
 def _result(paths: RunPaths) -> RunResult:
     metrics: dict[str, Any] = {}
     for f in (paths.train_metrics, paths.metrics):
         if f.exists():
             metrics.update(json.loads(f.read_text()))
-    objective = next((v for k, v in metrics.items() if k.endswith("/exact_match")), None)
+    objective = next((v for k, v in metrics.items() if k.endswith(("/exact_match", "humaneval/pass@1")) and not k.startswith("base/")), None)
     return RunResult(metrics, objective)
 
 

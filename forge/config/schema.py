@@ -9,7 +9,7 @@ Later features add an entry here next to the YAML file that uses it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from omegaconf import MISSING
@@ -80,6 +80,53 @@ class CogmentSchema:
     ponder_cost: float = MISSING
     deep_supervision: float = MISSING
     memory_slots: int = MISSING
+
+
+@dataclass
+class HFCausalLMSchema:
+    _target_: str = "forge.models.hf.HFCausalLM"
+    source: str = MISSING
+    trust_remote_code: bool = MISSING
+    dtype: str = MISSING
+    attn_implementation: str = MISSING
+    gradient_checkpointing: bool = MISSING
+
+
+@dataclass
+class LoRASchema:
+    _target_: str = "forge.models.peft.LoRA"
+    r: int = MISSING
+    alpha: float = MISSING
+    dropout: float = MISSING
+    target_modules: Any = MISSING
+    dora: bool = MISSING
+    quantize_base: bool = MISSING
+
+
+@dataclass
+class SFTSourceSchema:
+    """One input of an SFT dataset; the keys after `path` apply to some formats only."""
+
+    format: str = MISSING
+    path: str = MISSING
+    kinds: Optional[list[str]] = None  # claude_code
+    successful_only: bool = True  # claude_code
+    reward_weights: Optional[dict[str, float]] = None  # agent_runs
+    min_reward: Optional[float] = None  # agent_runs
+    min_lines: int = 3  # python_code
+    max_lines: int = 40  # python_code
+
+
+@dataclass
+class SFTSchema:
+    _target_: str = "forge.data.sft.SFT"
+    sources: list[SFTSourceSchema] = MISSING
+    seq_len: int = MISSING
+    packing: bool = MISSING
+    val_fraction: float = MISSING
+    test_fraction: float = MISSING
+    seed: int = MISSING
+    batch_size: int = MISSING
 
 
 @dataclass
@@ -265,15 +312,34 @@ class AdamWSchema:
 
 
 @dataclass
-class ExactMatchEvalSchema:
+class HumanEvalSchema:
+    limit: Optional[int] = MISSING
+    samples: int = MISSING
+    temperature: float = MISSING
+    k: list[int] = MISSING
+    max_new_tokens: int = MISSING
+    batch_size: int = MISSING
+    timeout_s: float = MISSING
+    memory_mb: int = MISSING
+    workers: int = MISSING
+
+
+@dataclass
+class EvalSchema:
     metric: str = MISSING
     split: str = MISSING
     batch_size: int = MISSING
+    compare_base: bool = False  # causal LMs: score the base model too, side by side
+    humaneval: Optional[HumanEvalSchema] = None
 
 
 @dataclass
 class ExportSchema:
     format: str = MISSING
+    outputs: list[str] = field(default_factory=list)  # causal LMs: adapter, merged, gguf
+    gguf_type: str = "f16"
+    gguf_pre: str = "gpt2"
+    ollama: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -313,8 +379,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.precision": ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
     "optim.schedule": ("constant", "linear", "cosine"),
     "eval.split": ("val", "test"),
-    "eval.metric": ("exact_match", "arc_vote"),
-    "export.format": ("safetensors", "none"),
+    "eval.metric": ("exact_match", "arc_vote", "lm"),
+    "export.format": ("safetensors", "hf", "none"),
+    "export.gguf_type": ("f32", "f16", "q8_0"),
+    "model.dtype": ("float32", "bfloat16", "float16"),
     "model.variant": ("hrm", "trm"),
     "model.mixer": ("attention", "mlp"),
     "data.version": ("arcagi1", "arcagi2"),
@@ -327,16 +395,16 @@ def _by_target(*schemas: type) -> dict[Optional[str], type]:
 
 
 SCHEMAS: dict[str, dict[Optional[str], type]] = {
-    "model": _by_target(TransformerSchema, HRRMSchema, CogmentSchema),
+    "model": _by_target(TransformerSchema, HRRMSchema, CogmentSchema, HFCausalLMSchema),
     "data": _by_target(
-        AdditionSchema, SudokuSchema, MazeSchema, ARCSchema, SortingSchema, ArithmeticSchema, ModularSchema, RecallSchema, MixtureSchema
+        SFTSchema, AdditionSchema, SudokuSchema, MazeSchema, ARCSchema, SortingSchema, ArithmeticSchema, ModularSchema, RecallSchema, MixtureSchema
     ),
     "curriculum": _by_target(NoneSchema, DifficultySchema, StagedSchema),
     "compressor": _by_target(NoneSchema),
     "trainer": {None: TrainerSchema},
     "optim": _by_target(AdamWSchema),
-    "peft": _by_target(NoneSchema),
-    "eval": {None: ExactMatchEvalSchema},
+    "peft": _by_target(NoneSchema, LoRASchema),
+    "eval": {None: EvalSchema},
     "export": {None: ExportSchema},
     "logger": _by_target(
         NoneSchema, DVCLiveSchema, CSVLoggerSchema, TensorBoardSchema, MLFlowSchema, WandbSchema

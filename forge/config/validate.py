@@ -26,7 +26,8 @@ def validate(cfg: DictConfig, where: Optional[Where] = None) -> DictConfig:
             raise ConfigError(f"{group}: missing or not a mapping{where(group)}; choose {group}=OPTION.")
         schema = _schema(group, node, where)
         top[group] = _merge(OmegaConf.structured(schema), node, group, f"{group}", where)
-    for name, source in (top.data.get("sources") or {}).items():  # data=mixture: each source is a data config
+    mixture = top.data.get("sources") if isinstance(top.data.get("sources"), DictConfig) else {}
+    for name, source in mixture.items():  # data=mixture: each source is a data config
         key = f"data.sources.{name}"
         if not isinstance(source, DictConfig):
             raise ConfigError(f"{key}: not a data config{where(key)}; give a mapping with a _target_.")

@@ -42,8 +42,10 @@ class SplitDataset(Dataset):
         return len(self.inputs)
 
     def __getitem__(self, rows: list[int]) -> dict[str, torch.Tensor]:
+        """A batch: inputs, labels and the per-token extras (e.g. packed `segments`)."""
         idx = torch.as_tensor(rows)
-        return {"inputs": self.inputs[idx], "labels": self.labels[idx]}
+        per_token = {k: v[idx] for k, v in self.extras.items() if v.ndim == 2}
+        return {"inputs": self.inputs[idx], "labels": self.labels[idx], **per_token}
 
 
 class ResumableBatchSampler(Sampler[list[int]]):

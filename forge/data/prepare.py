@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -24,9 +24,10 @@ FORMAT_VERSION = 2
 LOADER_KEYS = ("batch_size",)
 
 
-def fingerprint(data_cfg: DictConfig) -> str:
+def fingerprint(data_cfg: DictConfig, inputs: Optional[dict] = None) -> str:
+    """`inputs`: what else the data depends on (a tokenizer, input file digests)."""
     content = {k: v for k, v in OmegaConf.to_container(data_cfg, resolve=True).items() if k not in LOADER_KEYS}
-    blob = json.dumps({"format": FORMAT_VERSION, "data": content}, sort_keys=True)
+    blob = json.dumps({"format": FORMAT_VERSION, "data": content, "inputs": inputs or {}}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -34,9 +35,11 @@ def cache_root(cache_dir: Optional[str]) -> Path:
     return Path(cache_dir or os.environ.get("FORGE_CACHE") or Path.home() / ".cache" / "forge") / "data"
 
 
-def prepare(data_cfg: DictConfig, cache_dir: Optional[str], out: Path) -> Path:
-    """Make `out` hold the dataset for `data_cfg` (from the cache when it is there)."""
-    key = fingerprint(data_cfg)
+def prepare(data_cfg: DictConfig, cache_dir: Optional[str], out: Path, tokenizer: Any = None) -> Path:
+    """Make `out` hold the dataset for `data_cfg` (from the cache when it is there). Text data
+    (a task with `needs_tokenizer`) is tokenized with `tokenizer`, which is part of its key."""
+    task = instantiate(data_cfg, **({"tokenizer": tokenizer} if tokenizer is not None else {}))
+    key = fingerprint(data_cfg, task.content_key() if hasattr(task, "content_key") else None)
     if _fingerprint_of(out) == key:
         log.info("data: %s already in %s", key, out)
         return out
@@ -45,18 +48,23 @@ def prepare(data_cfg: DictConfig, cache_dir: Optional[str], out: Path) -> Path:
         log.info("data: reusing cached %s", entry)
     else:
         log.info("data: generating %s into %s", key, entry)
-        _build(data_cfg, key, entry)
+        _build(task, data_cfg, key, entry)
     with atomic_dir(out) as tmp:
         for f in entry.iterdir():
             _link_or_copy(f, tmp / f.name)
     return out
 
 
-def _build(data_cfg: DictConfig, key: str, entry: Path) -> None:
+def _build(task: Any, data_cfg: DictConfig, key: str, entry: Path) -> None:
     import numpy as np
     from safetensors.numpy import save_file
 
-    task = instantiate(data_cfg)
+    if hasattr(task, "write"):  # streaming tasks write their own split files
+        with atomic_dir(entry) as tmp:
+            meta = task.write(tmp)
+            write_json(tmp / "meta.json", {"fingerprint": key, "task": data_cfg._target_, **meta,
+                                           "config": OmegaConf.to_container(data_cfg, resolve=True)})
+        return
     splits = task.build()
     with atomic_dir(entry) as tmp:
         for split, arrays in splits.items():

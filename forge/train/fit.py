@@ -18,6 +18,7 @@ from forge.data.prepare import load_meta
 from forge.errors import ForgeError, NonFiniteLossError
 from forge.models import count_parameters
 from forge.run_dir import RunPaths
+from forge.stages import is_hf
 from forge.train.loggers import build_loggers
 from forge.train.module import SequenceModule
 from forge.train.trainer import build_trainer
@@ -46,6 +47,11 @@ class DataModule(L.LightningDataModule):
                     f"curriculum stage {self.curriculum.name(self.curriculum.position)!r} has {len(rows)} training rows, "
                     f"fewer than one batch of {batch_size} per process: lower its batch_size or add data"
                 )
+        if len(rows if rows is not None else data) < batch_size * self.trainer.world_size:
+            raise ForgeError(
+                f"the training split has {len(rows if rows is not None else data)} rows, fewer than one batch of {batch_size} "
+                "per process: lower data.batch_size or add data"
+            )
         sampler = ResumableBatchSampler(
             len(data), batch_size, self.seed, self.trainer.global_rank, self.trainer.world_size, rows=rows
         )
@@ -64,13 +70,7 @@ def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
         raise ForgeError(f"no prepared data in {paths.data}: run stage=prepare first (or stage=all)")
     meta = load_meta(paths.data)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = SequenceModule(
-        model_cfg=OmegaConf.to_container(cfg.model, resolve=True),
-        optim_cfg=OmegaConf.to_container(cfg.optim, resolve=True),
-        vocab_size=len(meta["vocab"]),
-        max_len=meta["seq_len"],
-        max_steps=cfg.trainer.max_steps,
-    )
+    module = build_module(cfg, meta)
     ckpt = _resume_checkpoint(cfg, paths)
     curriculum = _curriculum(cfg)
     if curriculum is not None:
@@ -80,8 +80,9 @@ def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
     # A curriculum picks each epoch's rows, so the train loader is rebuilt every epoch.
     trainer = build_trainer(cfg, paths, loggers, callbacks, reload_each_epoch=curriculum is not None)
     n_params = count_parameters(module.model)
+    n_trained = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
     if trainer.is_global_zero:
-        log.info("model: %s, %s parameters; precision %s", cfg.model._target_, f"{n_params:,}", trainer.precision)
+        log.info("model: %s, %s parameters (%s trained); precision %s", cfg.model._target_, f"{n_params:,}", f"{n_trained:,}", trainer.precision)
     datamodule = DataModule(paths.data, cfg.data.batch_size, cfg.eval.batch_size, cfg.seed, not module.causal, curriculum)
     start = time.perf_counter()
     try:
@@ -92,18 +93,36 @@ def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
     seconds = time.perf_counter() - start
     trainer.save_checkpoint(paths.last_ckpt, weights_only=False)  # final state; every rank saves
     if trainer.is_global_zero:
-        io.write_json(
-            paths.train_metrics,
-            {
-                "parameters": n_params,
-                "steps": trainer.global_step,
-                "train_seconds": round(seconds, 3),
-                "steps_per_second": _loop_rate(trainer),
-                "final_train_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
-                "best_val_exact_match": _best_score(trainer),
-            },
-        )
+        summary = {
+            "parameters": n_params,
+            "trained_parameters": n_trained,
+            "steps": trainer.global_step,
+            "train_seconds": round(seconds, 3),
+            "steps_per_second": _loop_rate(trainer),
+            "final_train_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
+        }
+        best = _best_score(trainer)
+        if is_hf(cfg):  # val/selection is minus the held-out loss
+            summary["best_val_loss"] = None if best is None else -best
+            summary["train_tokens"] = module.tokens_seen
+            summary["train_tokens_per_second"] = round(module.tokens_this_run / seconds, 1)
+        else:
+            summary["best_val_exact_match"] = best
+        io.write_json(paths.train_metrics, summary)
     return trainer
+
+
+def build_module(cfg: DictConfig, meta: dict) -> L.LightningModule:
+    """A Hugging Face causal LM gets its own module (adapters, packed rows); every other model
+    is a forge token model."""
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    optim_cfg = OmegaConf.to_container(cfg.optim, resolve=True)
+    if is_hf(cfg):
+        from forge.train.causal_lm import CausalLMModule
+
+        peft_cfg = OmegaConf.to_container(cfg.peft, resolve=True)
+        return CausalLMModule(model_cfg, peft_cfg, optim_cfg, cfg.trainer.max_steps, meta.get("chat_template"), cfg.cache_dir)
+    return SequenceModule(model_cfg, optim_cfg, len(meta["vocab"]), meta["seq_len"], cfg.trainer.max_steps)
 
 
 def _curriculum(cfg: DictConfig) -> Optional[Curriculum]:

@@ -80,44 +80,55 @@ class SequenceModule(L.LightningModule):
         self.log("val/selection", exact_match + 1e-5 * token_accuracy, batch_size=n, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        cfg = dict(self.hparams.optim_cfg)
-        schedule = {k: cfg.pop(k) for k in SCHEDULE_KEYS}
-        optimizer_cls = resolve_target(cfg.pop("_target_"))
-        decay = [p for p in self.model.parameters() if p.ndim >= 2]
-        no_decay = [p for p in self.model.parameters() if p.ndim < 2]
-        weight_decay = cfg.pop("weight_decay", 0.0)
-        try:
-            optimizer = optimizer_cls(
-                [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], **cfg
-            )
-        except ValueError as e:  # e.g. "Invalid learning rate: -1.0"
-            raise ConfigError(f"optim: {e}") from None
-        lr_lambda = _lr_lambda(self.hparams.max_steps, **schedule)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return build_optimizer(list(self.model.parameters()), self.hparams.optim_cfg, self.hparams.max_steps)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Plain tensors and tuples only, so the checkpoint loads with torch.load(weights_only=True).
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        version, state, gauss_next = random.getstate()
-        checkpoint["rng_states"] = {
-            "torch": torch.get_rng_state(),
-            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-            "python": (version, torch.tensor(state, dtype=torch.int64), gauss_next),
-        }
+        save_rng(checkpoint)
         if hasattr(self.model, "carry_state"):
             checkpoint["model_carry"] = self.model.carry_state()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        states = checkpoint.get("rng_states")
-        if states:
-            torch.set_rng_state(states["torch"])
-            kind, keys, pos, has_gauss, gauss = states["numpy"]
-            np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-            version, state, gauss_next = states["python"]
-            random.setstate((version, tuple(state.tolist()), gauss_next))
+        restore_rng(checkpoint)
         if hasattr(self.model, "load_carry_state"):
             self.model.load_carry_state(checkpoint.get("model_carry"))
+
+
+def build_optimizer(params: list[torch.nn.Parameter], optim_cfg: dict, max_steps: int) -> dict[str, Any]:
+    """The `optim` config's optimizer (no weight decay on vectors) and its step-wise schedule."""
+    cfg = dict(optim_cfg)
+    schedule = {k: cfg.pop(k) for k in SCHEDULE_KEYS}
+    optimizer_cls = resolve_target(cfg.pop("_target_"))
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    weight_decay = cfg.pop("weight_decay", 0.0)
+    try:
+        optimizer = optimizer_cls([{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], **cfg)
+    except ValueError as e:  # e.g. "Invalid learning rate: -1.0"
+        raise ConfigError(f"optim: {e}") from None
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(max_steps, **schedule))
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def save_rng(checkpoint: dict[str, Any]) -> None:
+    """Python, numpy and torch RNG states as plain tensors and tuples, so the checkpoint loads
+    with torch.load(weights_only=True) and a resumed run draws the same numbers."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, state, gauss_next = random.getstate()
+    checkpoint["rng_states"] = {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "python": (version, torch.tensor(state, dtype=torch.int64), gauss_next),
+    }
+
+
+def restore_rng(checkpoint: dict[str, Any]) -> None:
+    states = checkpoint.get("rng_states")
+    if states:
+        torch.set_rng_state(states["torch"])
+        kind, keys, pos, has_gauss, gauss = states["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+        version, state, gauss_next = states["python"]
+        random.setstate((version, tuple(state.tolist()), gauss_next))
 
 
 def _ema_with_warmup(decay: float):

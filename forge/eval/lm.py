@@ -1,0 +1,80 @@
+"""The evaluate stage for causal LMs: held-out loss and perplexity, and HumanEval, for the
+fine-tuned model and (side by side) the base model it started from."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from typing import Any, Iterator
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from forge import io
+from forge.data.loader import SplitDataset
+from forge.errors import ForgeError
+from forge.run_dir import RunPaths
+
+log = logging.getLogger(__name__)
+
+
+def load_finetuned(paths: RunPaths, cache_dir: Any = None) -> Any:
+    from forge.train.causal_lm import load_checkpoint
+
+    ckpt = paths.best_ckpt if paths.best_ckpt.exists() else paths.last_ckpt
+    if not ckpt.exists():
+        raise ForgeError(f"no checkpoint in {paths.checkpoints}: run stage=train first (or stage=all)")
+    return load_checkpoint(str(ckpt), cache_dir), ckpt
+
+
+@torch.no_grad()
+def heldout_loss(module: Any, data: SplitDataset, batch_size: int) -> dict[str, float]:
+    total, count = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        s, n = module.loss_terms(data[list(range(start, min(len(data), start + batch_size)))])
+        total, count = total + float(s), count + int(n)
+    loss = total / max(1, count)
+    return {"loss": loss, "perplexity": math.exp(loss), "tokens": count}
+
+
+@contextlib.contextmanager
+def base_model(module: Any) -> Iterator[Any]:
+    """The module with its adapters switched off, or, after a full fine-tune, a fresh base."""
+    if hasattr(module.model, "disable_adapter"):
+        with module.model.disable_adapter():
+            yield module
+        return
+    from forge.train.causal_lm import CausalLMModule
+
+    yield CausalLMModule(**{**module.hparams, "peft_cfg": {"_target_": None}}).eval()
+
+
+def evaluate(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
+    from forge.models.hf import HFCausalLM
+
+    module, ckpt = load_finetuned(paths, cfg.cache_dir)
+    tokenizer = HFCausalLM(**{k: v for k, v in cfg.model.items() if k != "_target_"}, cache_dir=cfg.cache_dir).tokenizer()
+    data = SplitDataset(paths.data, cfg.eval.split)
+    he_cfg = OmegaConf.to_container(cfg.eval.humaneval, resolve=True) if cfg.eval.get("humaneval") else None
+    metrics: dict[str, Any] = {"checkpoint": ckpt.name}
+    variants = [("", contextlib.nullcontext(module))]
+    if cfg.eval.compare_base:
+        variants.append(("base/", base_model(module)))
+    for prefix, context in variants:
+        with context as m:
+            metrics.update({f"{prefix}{cfg.eval.split}/{k}": v for k, v in heldout_loss(m, data, cfg.eval.batch_size).items()})
+            if he_cfg is not None:
+                log.info("evaluate: HumanEval (%s model)", prefix.rstrip("/") or "fine-tuned")
+                scores = _humaneval(m, tokenizer, he_cfg, cfg.seed)
+                metrics.update({f"{prefix}humaneval/{k}": v for k, v in scores.items()})
+    metrics["parameters"] = sum(p.numel() for p in module.model.parameters())
+    io.write_json(paths.metrics, metrics)
+    log.info("evaluate: %s", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+    return metrics
+
+
+def _humaneval(module: Any, tokenizer: Any, he_cfg: dict, seed: int) -> dict[str, Any]:
+    from forge.eval.humaneval import pass_at_k
+
+    return pass_at_k(module.model, tokenizer, he_cfg, seed)
