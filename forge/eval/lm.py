@@ -29,10 +29,13 @@ def load_finetuned(paths: RunPaths, cache_dir: Any = None) -> Any:
 
 
 @torch.no_grad()
-def heldout_loss(module: Any, data: SplitDataset, batch_size: int) -> dict[str, float]:
+def heldout_loss(lm: Any, data: SplitDataset, batch_size: int) -> dict[str, float]:
+    """Mean loss per scored token over a split of packed rows (`lm`: a transformers model)."""
+    from forge.train.causal_lm import packed_loss
+
     total, count = 0.0, 0
     for start in range(0, len(data), batch_size):
-        s, n = module.loss_terms(data[list(range(start, min(len(data), start + batch_size)))])
+        s, n = packed_loss(lm, data[list(range(start, min(len(data), start + batch_size)))])
         total, count = total + float(s), count + int(n)
     loss = total / max(1, count)
     return {"loss": loss, "perplexity": math.exp(loss), "tokens": count}
@@ -63,7 +66,7 @@ def evaluate(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
         variants.append(("base/", base_model(module)))
     for prefix, context in variants:
         with context as m:
-            metrics.update({f"{prefix}{cfg.eval.split}/{k}": v for k, v in heldout_loss(m, data, cfg.eval.batch_size).items()})
+            metrics.update({f"{prefix}{cfg.eval.split}/{k}": v for k, v in heldout_loss(m.lm, data, cfg.eval.batch_size).items()})
             if he_cfg is not None:
                 log.info("evaluate: HumanEval (%s model)", prefix.rstrip("/") or "fine-tuned")
                 scores = _humaneval(m, tokenizer, he_cfg, cfg.seed)

@@ -37,16 +37,32 @@ def build_causal_lm(model_cfg: dict, peft_cfg: dict, cache_dir: Optional[str] = 
     return adapters.apply(model)
 
 
-def attention_inputs(segments: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(4-D boolean mask, position ids) that keep packed examples apart."""
+def attention_inputs(segments: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(4-D additive mask, position ids) that keep packed examples apart. The mask is 0 where a
+    token may attend and -inf elsewhere (a float mask: CPU attention with a boolean one measured
+    slower); padding attends to padding."""
     length = segments.shape[1]
     idx = torch.arange(length, device=segments.device)
     same = segments[:, :, None] == segments[:, None, :]
-    mask = (same & torch.ones(length, length, dtype=torch.bool, device=segments.device).tril())[:, None]
+    allowed = (same & torch.ones(length, length, dtype=torch.bool, device=segments.device).tril())[:, None]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=segments.device).masked_fill(~allowed, float("-inf"))
     starts = torch.ones_like(segments, dtype=torch.bool)
     starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
     first = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values
     return mask, idx - first
+
+
+def packed_loss(lm: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy over the scored tokens of a batch of packed rows, and their count."""
+    segments = batch["segments"]
+    length = int((segments > 0).sum(1).max())
+    inputs, labels, segments = batch["inputs"][:, :length], batch["labels"][:, :length], segments[:, :length]
+    mask, positions = attention_inputs(segments, lm.dtype)
+    hidden = lm.get_decoder()(input_ids=inputs, attention_mask=mask, position_ids=positions).last_hidden_state
+    targets = labels[:, 1:]
+    scored = targets != IGNORE
+    logits = lm.get_output_embeddings()(hidden[:, :-1][scored]).float()
+    return F.cross_entropy(logits, targets[scored], reduction="sum"), scored.sum()
 
 
 class CausalLMModule(L.LightningModule):
@@ -58,7 +74,7 @@ class CausalLMModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = build_causal_lm(model_cfg, peft_cfg, cache_dir)
+        self.model = build_causal_lm(model_cfg, peft_cfg, cache_dir).train()  # from_pretrained returns eval mode
         self.strict_loading = False  # checkpoints hold the trained parameters only
         self.tokens_seen = 0  # non-padding training tokens, saved in checkpoints
         self.tokens_this_run = 0  # the same, since this process started (for tokens per second)
@@ -69,16 +85,7 @@ class CausalLMModule(L.LightningModule):
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
 
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed cross-entropy over the scored tokens of a batch, and how many there are."""
-        segments = batch["segments"]
-        length = int((segments > 0).sum(1).max())
-        inputs, labels, segments = batch["inputs"][:, :length], batch["labels"][:, :length], segments[:, :length]
-        mask, positions = attention_inputs(segments)
-        hidden = self.lm.get_decoder()(input_ids=inputs, attention_mask=mask, position_ids=positions).last_hidden_state
-        targets = labels[:, 1:]
-        scored = targets != IGNORE
-        logits = self.lm.get_output_embeddings()(hidden[:, :-1][scored]).float()
-        return F.cross_entropy(logits, targets[scored], reduction="sum"), scored.sum()
+        return packed_loss(self.lm, batch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         total, count = self.loss_terms(batch)
