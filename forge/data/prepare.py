@@ -52,6 +52,9 @@ def prepare(data_cfg: DictConfig, cache_dir: Optional[str], out: Path, tokenizer
     with atomic_dir(out) as tmp:
         for f in entry.iterdir():
             _link_or_copy(f, tmp / f.name)
+    quarantined = load_meta(out).get("quarantined")
+    if quarantined:
+        log.warning("data: %d malformed records set aside, each with its file and line, in %s", quarantined, out / "quarantine.jsonl")
     return out
 
 

@@ -38,14 +38,18 @@ def build_causal_lm(model_cfg: dict, peft_cfg: dict, cache_dir: Optional[str] = 
 
 
 def attention_inputs(segments: torch.Tensor, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """(4-D additive mask, position ids) that keep packed examples apart. The mask is 0 where a
-    token may attend and -inf elsewhere (a float mask: CPU attention with a boolean one measured
-    slower); padding attends to padding."""
+    """(4-D mask, position ids) that keep packed examples apart; padding attends to padding.
+    On CPU the mask is additive in `dtype` (0 where a token may attend, -inf elsewhere: CPU
+    attention with a boolean mask measured slower); on a GPU it is boolean, which holds under
+    bf16 autocast too."""
     length = segments.shape[1]
     idx = torch.arange(length, device=segments.device)
     same = segments[:, :, None] == segments[:, None, :]
     allowed = (same & torch.ones(length, length, dtype=torch.bool, device=segments.device).tril())[:, None]
-    mask = torch.zeros(allowed.shape, dtype=dtype, device=segments.device).masked_fill(~allowed, float("-inf"))
+    if segments.device.type != "cpu":
+        mask = allowed
+    else:
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=segments.device).masked_fill(~allowed, float("-inf"))
     starts = torch.ones_like(segments, dtype=torch.bool)
     starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
     first = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values

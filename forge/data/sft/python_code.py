@@ -31,8 +31,8 @@ def source_files(path: str) -> list[Path]:
     return sorted(files)
 
 
-def functions(file: Path, quarantine: Quarantine, min_lines: int, max_lines: int) -> Iterator[tuple[str, str, str]]:
-    """(name, prompt, completion) for each documented function of `file` with a body of
+def functions(file: Path, quarantine: Quarantine, min_lines: int, max_lines: int) -> Iterator[tuple[str, int, str, str]]:
+    """(name, line, prompt, completion) for each documented function of `file` with a body of
     min_lines..max_lines lines; a file that does not parse is quarantined."""
     try:
         text = file.read_text(encoding="utf-8")
@@ -54,17 +54,18 @@ def functions(file: Path, quarantine: Quarantine, min_lines: int, max_lines: int
         block = textwrap.dedent("".join(lines[start : node.end_lineno]))
         head_lines = doc.end_lineno - start
         block_lines = block.splitlines(keepends=True)
-        yield node.name, "".join(block_lines[:head_lines]), "".join(block_lines[head_lines:])
+        yield node.name, node.lineno, "".join(block_lines[:head_lines]), "".join(block_lines[head_lines:])
 
 
 def code_examples(
     path: str, quarantine: Quarantine, counts: Counter[str], min_lines: int = 3, max_lines: int = 40,
     exclude: Optional[set[str]] = None,
-) -> Iterator[Completion]:
+) -> Iterator[tuple[Completion, int]]:
+    """(example, line number of its function) for each function kept."""
     seen: set[bytes] = set()
     exclude = exclude or set()
     for file in source_files(path):
-        for name, prompt, completion in functions(file, quarantine, min_lines, max_lines):
+        for name, line, prompt, completion in functions(file, quarantine, min_lines, max_lines):
             key = hashlib.sha1(" ".join(completion.split()).encode()).digest()
             if key in seen:
                 counts["duplicates"] += 1
@@ -73,7 +74,7 @@ def code_examples(
             if name in exclude or _docstring_key(prompt) in exclude:
                 counts["decontaminated"] += 1
                 continue
-            yield Completion(prompt, completion, group=str(file))
+            yield Completion(prompt, completion, group=str(file)), line
 
 
 def humaneval_keys() -> set[str]:

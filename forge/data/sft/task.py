@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, Optional
@@ -25,7 +24,6 @@ from forge.data.sft.tokenize import encode
 from forge.data.task import SPLITS
 from forge.errors import ForgeError
 
-log = logging.getLogger(__name__)
 FORMATS = ("prompt_completion", "messages", "alpaca", "agent_runs", "claude_code", "python_code")
 
 
@@ -92,8 +90,6 @@ class SFT:
                 f"data: split(s) {', '.join(empty)} came out empty ({dict(stats['train'])} in train): there are too few "
                 "source files/sessions for data.val_fraction/test_fraction; add data or raise the fractions"
             )
-        if quarantine.total:
-            log.warning("data: %d malformed records set aside in %s (by file: %s)", quarantine.total, folder / "quarantine.jsonl", dict(quarantine.counts))
         return {
             "vocab_size": len(self.tokenizer),
             "seq_len": self.seq_len,
@@ -124,8 +120,8 @@ class SFT:
             fmt = source["format"]
             if fmt == "python_code":
                 exclude = humaneval_keys()
-                for ex in code_examples(source["path"], quarantine, counts, source.get("min_lines", 3), source.get("max_lines", 40), exclude):
-                    yield ex, (ex.group, 0)
+                for ex, line in code_examples(source["path"], quarantine, counts, source.get("min_lines", 3), source.get("max_lines", 40), exclude):
+                    yield ex, (ex.group, line)
                 continue
             for file in self._files(source):
                 if fmt == "claude_code":
