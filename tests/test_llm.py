@@ -21,7 +21,7 @@ def lm_args(tiny_lm: Path, cache: Path, *extra: str) -> list[str]:
         "model=hf_causal_lm", f"model.source={tiny_lm}", "peft=lora", "peft.r=4", "peft.alpha=8",
         "data=sft_jsonl", f"data.sources=[{{format: prompt_completion, path: {FIXTURES / 'prompt_completion.jsonl'}}}]",
         "data.seq_len=64", "data.batch_size=2", "data.val_fraction=0.25", "data.test_fraction=0.25",
-        "eval=perplexity", "eval.batch_size=4", "export=hf", "export.gguf_type=f32", "optim.lr=1e-2", "optim.warmup_steps=0",
+        "eval=perplexity", "eval.batch_size=4", "optim.lr=1e-2", "optim.warmup_steps=0",
         "trainer.max_steps=8", "trainer.val_every_n_steps=4", "trainer.checkpoint_every_n_steps=2", "trainer.log_every_n_steps=1",
         "logger=csv", f"cache_dir={cache}", *extra,
     ]
@@ -29,7 +29,7 @@ def lm_args(tiny_lm: Path, cache: Path, *extra: str) -> list[str]:
 
 def test_lora_trains_evaluates_and_exports(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
     run = tmp_path / "run"
-    run_forge(*lm_args(tiny_lm, cache), f"hydra.run.dir={run}", cwd=tmp_path)
+    run_forge(*lm_args(tiny_lm, cache, "export=hf", "export.gguf_type=f32"), f"hydra.run.dir={run}", cwd=tmp_path)
     train = json.loads((run / "train.json").read_text())
     assert train["steps"] == 8 and train["train_tokens"] > 0
     assert 0 < train["trained_parameters"] < train["parameters"] / 4, "only the adapters train"
@@ -66,10 +66,11 @@ def test_lora_trains_evaluates_and_exports(tmp_path: Path, cache: Path, tiny_lm:
 
 def test_lora_resume_after_sigkill_is_exact(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
     args = lm_args(tiny_lm, cache, "trainer.max_steps=40", "trainer.val_every_n_steps=20", "trainer.deterministic=true",
-                   "export=none", "eval.compare_base=false")
+                   "export=none")
     straight, broken = tmp_path / "straight", tmp_path / "broken"
+    for run in (straight, broken):
+        run_forge(*args, "stage=prepare", f"hydra.run.dir={run}", cwd=tmp_path)
     run_forge(*args, "stage=train", f"hydra.run.dir={straight}", cwd=tmp_path)
-    run_forge(*args, "stage=prepare", f"hydra.run.dir={broken}", cwd=tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "forge", *args, "stage=train", f"hydra.run.dir={broken}"], cwd=tmp_path,
                             env=forge_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = broken / "checkpoints" / "last.ckpt"

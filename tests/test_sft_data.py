@@ -83,7 +83,7 @@ def test_claude_code_session_becomes_examples_of_each_kind() -> None:
     assert reply.startswith("<think>\nI should run the failing test first") and '"name": "Bash"' in reply
     recovery = next(e for e in examples if "(2.5 = 10% of 25)" in e.messages[-1]["content"])
     assert "<tool_response error>" in recovery.messages[-2]["content"] and "assert 2.5 == 22.5" in recovery.messages[-2]["content"]
-    selection = [e.messages[-1]["content"] for e in examples if len(e.messages) == 3]
+    selection = [e.messages[-1]["content"] for e in examples if e.messages[1]["content"].endswith("Which tool should be called next?")]
     assert selection == ["Bash", "Read", "Edit", "Bash"]
     assert "- Bash (failed)" in examples[2].messages[1]["content"]  # the history shows the failed call
     answer = examples[-1].messages[-1]["content"]
@@ -109,6 +109,14 @@ def test_completion_scores_completion_and_eos() -> None:
     ids, mask = encode(tok, Completion("def f():\n", "    return 1\n", "g"))
     assert tok.decode([i for i, m in zip(ids, mask) if m]) == "    return 1\n<|im_end|>"
     assert not any(mask[: len(tok("def f():\n")["input_ids"])])
+
+
+def test_long_examples_keep_their_scored_end() -> None:
+    from forge.data.sft.task import fit
+
+    ids, mask = list(range(20)), [False] * 16 + [True] * 4
+    assert fit(ids, mask, 8) == ([0, 1, 14, 15, 16, 17, 18, 19], [False] * 4 + [True] * 4)
+    assert fit(ids, [False, True] + [True] * 18, 8) == (ids[:8], [False] + [True] * 7)
 
 
 def test_packer_rows_and_boundaries() -> None:
@@ -168,7 +176,7 @@ def test_prepare_streams_quarantines_and_reuses_the_cache(tmp_path: Path, tiny_l
     from forge.data.prepare import prepare
 
     cfg = OmegaConf.create({
-        "_target_": "forge.data.sft.SFT", "seq_len": 64, "packing": True, "val_fraction": 0.25, "test_fraction": 0.25,
+        "_target_": "forge.data.sft.SFT", "seq_len": 512, "packing": True, "val_fraction": 0.25, "test_fraction": 0.25,
         "seed": 0, "batch_size": 2,
         "sources": [{"format": "prompt_completion", "path": str(FIXTURES / "prompt_completion.jsonl")},
                     {"format": "claude_code", "path": str(FIXTURES / "claude_code_session.jsonl"), "kinds": None, "successful_only": True}],
@@ -185,7 +193,8 @@ def test_prepare_streams_quarantines_and_reuses_the_cache(tmp_path: Path, tiny_l
     from safetensors.numpy import load_file
 
     rows = load_file(str(out / "train.safetensors"))
-    assert rows["inputs"].shape == (meta["sizes"]["train"], 64) and rows["segments"].max() > 1, "rows are packed"
+    assert rows["inputs"].shape == (meta["sizes"]["train"], 512) and rows["segments"].max() > 1, "rows are packed"
+    assert meta["counts"]["truncated"] > 0, "long agent turns are cut to seq_len, not dropped"
     caplog.clear()
     with caplog.at_level("INFO"):
         prepare(cfg, str(tmp_path / "cache"), tmp_path / "run2" / "data", tok)

@@ -88,7 +88,10 @@ class ResumableLoader(DataLoader):
     """A DataLoader whose position is saved in Lightning checkpoints."""
 
     def __init__(self, dataset: SplitDataset, batch_sampler: ResumableBatchSampler) -> None:
-        super().__init__(dataset, sampler=batch_sampler, batch_size=None)
+        # Its own generator: a DataLoader iterator otherwise draws a seed from the global RNG when
+        # it starts, so a resumed run (new iterator after the restored RNG) would shift every
+        # random draw after it, such as dropout masks.
+        super().__init__(dataset, sampler=batch_sampler, batch_size=None, generator=torch.Generator())
         self.resumable = batch_sampler
 
     def state_dict(self) -> dict[str, Any]:

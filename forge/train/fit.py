@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
@@ -62,7 +63,7 @@ class DataModule(L.LightningDataModule):
         rank, world = self.trainer.global_rank, self.trainer.world_size
         rows = list(range(rank, len(data), world))
         batches = [rows[i : i + self.eval_batch_size] for i in range(0, len(rows), self.eval_batch_size)]
-        return DataLoader(data, sampler=batches, batch_size=None)
+        return DataLoader(data, sampler=batches, batch_size=None, generator=torch.Generator())
 
 
 def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:

@@ -27,6 +27,17 @@ from forge.errors import ForgeError
 FORMATS = ("prompt_completion", "messages", "alpaca", "agent_runs", "claude_code", "python_code")
 
 
+def fit(ids: list[int], mask: list[bool], seq_len: int) -> tuple[list[int], list[bool]]:
+    """Cut an example to seq_len tokens: its end goes when a scored token lies within the
+    first seq_len, otherwise its middle (the opening quarter and the scored end stay: a long
+    agent session keeps its task and the turn being learned)."""
+    first = mask.index(True) if True in mask else len(mask)
+    if first < seq_len - 1:
+        return ids[:seq_len], mask[:seq_len]
+    head = seq_len // 4
+    return ids[:head] + ids[len(ids) - (seq_len - head) :], mask[:head] + mask[len(mask) - (seq_len - head) :]
+
+
 class SFT:
     needs_tokenizer = True
 
@@ -67,7 +78,7 @@ class SFT:
                     quarantine.add(where[0], where[1], str(e), json.dumps(example.__dict__)[:2000])
                     continue
                 if len(ids) > self.seq_len:
-                    ids, mask = ids[: self.seq_len], mask[: self.seq_len]
+                    ids, mask = fit(ids, mask, self.seq_len)
                     counts["truncated"] += 1
                 if not any(mask[1:]):
                     quarantine.add(where[0], where[1], f"no scored token within seq_len={self.seq_len}", json.dumps(example.__dict__)[:2000])
