@@ -134,3 +134,23 @@ def test_lora_and_dora_wrap_all_linear_layers(tiny_lm: Path) -> None:
         assert len([n for n in trained if "lora_A" in n]) == 2 * 7, "q, k, v, o, gate, up, down in both layers"
         assert any("lora_magnitude" in n for n in trained) == dora
         assert not any("lm_head" in n or "embed" in n for n in trained)
+
+
+def test_gguf_export_runs_in_llama_cpp(tmp_path: Path, tiny_lm: Path) -> None:
+    """The llama.cpp runtime itself (what Ollama uses) gives the same logits as transformers;
+    runs where llama-cpp-python is installed (it builds from source, minutes on a small CPU)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from forge.export.gguf import write_gguf
+
+    model, tok = AutoModelForCausalLM.from_pretrained(str(tiny_lm)).eval(), AutoTokenizer.from_pretrained(str(tiny_lm))
+    write_gguf(model, tok, tmp_path / "model.gguf", "f32")
+    llm = llama_cpp.Llama(str(tmp_path / "model.gguf"), logits_all=True, n_ctx=64, verbose=False)
+    ids = tok("def total(xs):\n    return sum(xs)")["input_ids"]
+    assert llm.tokenize(tok.decode(ids).encode(), add_bos=False, special=True) == ids
+    llm.eval(ids)
+    got = np.array(llm.scores[: len(ids)])
+    with torch.no_grad():
+        want = model(input_ids=torch.tensor([ids])).logits[0].numpy()
+    np.testing.assert_allclose(got, want, atol=1e-3)

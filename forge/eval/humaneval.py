@@ -55,6 +55,7 @@ def complete(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
         texts = tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         for i, text in zip(rows, texts):
             out[i] = truncate(text)
+        log.info("HumanEval: %d/%d completions generated", min(start + batch_size, len(order)), len(order))
     return out
 
 
