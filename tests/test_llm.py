@@ -29,13 +29,16 @@ def lm_args(tiny_lm: Path, cache: Path, *extra: str) -> list[str]:
 
 def test_lora_trains_evaluates_and_exports(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
     run = tmp_path / "run"
-    run_forge(*lm_args(tiny_lm, cache, "export=hf", "export.gguf_type=f32"), f"hydra.run.dir={run}", cwd=tmp_path)
+    he = ["eval=humaneval", "eval.batch_size=4", "eval.humaneval.limit=3", "eval.humaneval.max_new_tokens=8", "eval.humaneval.batch_size=2"]
+    run_forge(*lm_args(tiny_lm, cache, *he, "export=hf", "export.gguf_type=f32"), f"hydra.run.dir={run}", cwd=tmp_path)
     train = json.loads((run / "train.json").read_text())
     assert train["steps"] == 8 and train["train_tokens"] > 0
     assert 0 < train["trained_parameters"] < train["parameters"] / 4, "only the adapters train"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test/loss"] < metrics["base/test/loss"], "fine-tuning lowers the held-out loss"
     assert metrics["test/perplexity"] == pytest.approx(np.exp(metrics["test/loss"]))
+    for prefix in ("", "base/"):  # a random model solves nothing, but every problem was generated and run
+        assert metrics[f"{prefix}humaneval/problems"] == 3 and metrics[f"{prefix}humaneval/pass@1"] == 0.0
 
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["state_dict"] and all("lora_" in k for k in ckpt["state_dict"]), "checkpoints hold the adapters only"
