@@ -56,7 +56,7 @@ def examples(run_dir: Path) -> tuple[list[dict], list[int]]:
     from forge.models.hf import HFCausalLM
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
-    tok = HFCausalLM(**{k: v for k, v in cfg.model.items() if k != "_target_"}).tokenizer()
+    tok = HFCausalLM.from_config(cfg.model).tokenizer()
     data = {k: v for k, v in OmegaConf.to_container(cfg.data).items() if k != "_target_"}
     task = SFT(**data, tokenizer=tok)
     rows, lengths = [], []

@@ -36,7 +36,7 @@ def prepare(cfg: DictConfig, paths: RunPaths) -> None:
     if is_hf(cfg):  # text data is tokenized with the model's own tokenizer
         from forge.models.hf import HFCausalLM
 
-        tokenizer = HFCausalLM(**{k: v for k, v in cfg.model.items() if k != "_target_"}, cache_dir=cfg.cache_dir).tokenizer()
+        tokenizer = HFCausalLM.from_config(cfg.model, cfg.cache_dir).tokenizer()
     prepare_data(cfg.data, cfg.cache_dir, paths.data, tokenizer)
 
 

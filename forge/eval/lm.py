@@ -58,7 +58,7 @@ def evaluate(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     from forge.models.hf import HFCausalLM
 
     module, ckpt = load_finetuned(paths, cfg.cache_dir)
-    tokenizer = HFCausalLM(**{k: v for k, v in cfg.model.items() if k != "_target_"}, cache_dir=cfg.cache_dir).tokenizer()
+    tokenizer = HFCausalLM.from_config(cfg.model, cfg.cache_dir).tokenizer()
     data = SplitDataset(paths.data, cfg.eval.split)
     he_cfg = OmegaConf.to_container(cfg.eval.humaneval, resolve=True) if cfg.eval.get("humaneval") else None
     metrics: dict[str, Any] = {"checkpoint": ckpt.name}

@@ -91,7 +91,7 @@ def export(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     if unknown:
         raise ForgeError(f"export.outputs: unknown {unknown}; choose from {', '.join(OUTPUTS)}")
     module, ckpt = load_finetuned(paths, cfg.cache_dir)
-    spec = HFCausalLM(**{k: v for k, v in cfg.model.items() if k != "_target_"}, cache_dir=cfg.cache_dir)
+    spec = HFCausalLM.from_config(cfg.model, cfg.cache_dir)
     tokenizer = spec.tokenizer()
     template = module.hparams.get("chat_template")
     if template:

@@ -33,6 +33,11 @@ class HFCausalLM:
     gradient_checkpointing: bool = False
     cache_dir: Optional[str] = None
 
+    @classmethod
+    def from_config(cls, model_cfg: Any, cache_dir: Optional[str] = None) -> "HFCausalLM":
+        """From a `model` config node (its `_target_` left out)."""
+        return cls(**{k: v for k, v in model_cfg.items() if k != "_target_"}, cache_dir=cache_dir)
+
     def folder(self) -> Path:
         """A local folder with config.json, safetensors weights and the tokenizer."""
         path = resolve_path(self.source)

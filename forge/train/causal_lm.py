@@ -29,7 +29,7 @@ def build_causal_lm(model_cfg: dict, peft_cfg: dict, cache_dir: Optional[str] = 
     from forge.models.hf import HFCausalLM
     from forge.models.peft import LoRA
 
-    spec = HFCausalLM(**{k: v for k, v in model_cfg.items() if k != "_target_"}, cache_dir=cache_dir)
+    spec = HFCausalLM.from_config(model_cfg, cache_dir)
     adapters = LoRA(**{k: v for k, v in peft_cfg.items() if k != "_target_"}) if peft_cfg.get("_target_") else None
     model = spec.model(quantization_config=adapters.quantization_config() if adapters else None)
     if adapters is None:
