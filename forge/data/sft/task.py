@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator
 
 from forge.data.sft import agent_traces, formats
 from forge.data.sft.examples import BadRecord, Example
