@@ -40,6 +40,10 @@ class RunPaths:
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 
+    def humaneval(self, model: str) -> Path:
+        """Every HumanEval completion of `model` (fine-tuned or base) with its outcome."""
+        return self.root / "humaneval" / f"{model}.jsonl"
+
     @property
     def train_metrics(self) -> Path:
         return self.root / "train.json"

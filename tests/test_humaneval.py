@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from forge.eval.humaneval import problems, program, truncate
+from forge.eval.humaneval import CHAT_REPLY, SCRIPT_TAIL, problems, program, prompt_text, truncate
 from forge.eval.sandbox import network_isolation, run_program, run_programs
 
 
@@ -46,3 +46,19 @@ def test_sandbox_runs_in_an_empty_folder_without_the_environment(tmp_path: Path,
 def test_completions_stop_at_the_next_top_level_statement() -> None:
     assert truncate("    return x\n\ndef other():\n    pass") == "    return x\n"
     assert truncate("    if x:\n        return 1\n    return 2\nif __name__ == '__main__':") == "    if x:\n        return 1\n    return 2"
+
+
+def test_chat_answers_restating_the_function_are_scored_as_scripts() -> None:
+    from conftest import tiny_tokenizer
+
+    items = problems()[:12]
+    text = prompt_text(items[0], "chat", tiny_tokenizer())
+    assert "<|im_start|>user\n" in text and text.endswith("<|im_start|>assistant\n" + CHAT_REPLY)
+    assert items[0]["prompt"].strip() in text
+    answer = "{prompt}{solution}\n\nif __name__ == '__main__':\n    print(input())\n```\nThis works because..."
+    scripts = [truncate(answer.format(prompt=p["prompt"], solution=p["canonical_solution"]), SCRIPT_TAIL) for p in items]
+    assert all(s.rstrip().endswith(p["canonical_solution"].rstrip()) for s, p in zip(scripts, items)), "example calls and prose are cut"
+    right = run_programs([program(p, s, "chat") for p, s in zip(items, scripts)], timeout_s=10, memory_mb=1024, workers=2)
+    assert all(o.passed for o in right), [o.status for o in right]
+    body_only = run_programs([program(p, p["canonical_solution"], "chat") for p in items[:2]], timeout_s=10, memory_mb=1024, workers=2)
+    assert all(o.passed for o in body_only), "an answer that gives only the body continues the prompt"

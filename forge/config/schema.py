@@ -313,6 +313,7 @@ class AdamWSchema:
 
 @dataclass
 class HumanEvalSchema:
+    prompt: str = MISSING
     limit: Optional[int] = MISSING
     samples: int = MISSING
     temperature: float = MISSING
@@ -382,6 +383,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "eval.metric": ("exact_match", "arc_vote", "lm"),
     "export.format": ("safetensors", "hf", "none"),
     "export.gguf_type": ("f32", "f16", "q8_0"),
+    "eval.humaneval.prompt": ("completion", "chat"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.variant": ("hrm", "trm"),
     "model.mixer": ("attention", "mlp"),

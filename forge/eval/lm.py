@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 from typing import Any, Iterator
@@ -70,7 +71,8 @@ def evaluate(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
             metrics.update({f"{prefix}{cfg.eval.split}/{k}": v for k, v in heldout_loss(m.lm, data, cfg.eval.batch_size).items()})
             if he_cfg is not None:
                 log.info("evaluate: HumanEval (%s model)", prefix.rstrip("/") or "fine-tuned")
-                scores = _humaneval(m, tokenizer, he_cfg, cfg.seed, merge=not prefix)
+                scores, records = _humaneval(m, tokenizer, he_cfg, cfg.seed, merge=not prefix)
+                io.write_text(paths.humaneval(prefix.rstrip("/") or "fine-tuned"), "".join(json.dumps(r) + "\n" for r in records))
                 metrics.update({f"{prefix}humaneval/{k}": v for k, v in scores.items()})
     metrics["parameters"] = sum(p.numel() for p in module.model.parameters())
     io.write_json(paths.metrics, metrics)
@@ -78,7 +80,7 @@ def evaluate(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     return metrics
 
 
-def _humaneval(module: Any, tokenizer: Any, he_cfg: dict, seed: int, merge: bool) -> dict[str, Any]:
+def _humaneval(module: Any, tokenizer: Any, he_cfg: dict, seed: int, merge: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Generation runs on a merged copy when adapters are active: unmerged LoRA adds two small
     matmuls per adapted layer to every decoding step, which dominates on a CPU."""
     from forge.eval.humaneval import pass_at_k
