@@ -40,9 +40,10 @@ class RunPaths:
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 
-    def humaneval(self, model: str) -> Path:
-        """Every HumanEval completion of `model` (fine-tuned or base) with its outcome."""
-        return self.root / "humaneval" / f"{model}.jsonl"
+    def humaneval(self, model: str, prompt: str) -> Path:
+        """Every HumanEval completion of `model` (fine-tuned or base) asked with `prompt`
+        (completion or chat), with its outcome."""
+        return self.root / "humaneval" / f"{model}.{prompt}.jsonl"
 
     @property
     def train_metrics(self) -> Path:

@@ -40,7 +40,7 @@ def test_lora_trains_evaluates_and_exports(tmp_path: Path, cache: Path, tiny_lm:
     for prefix in ("", "base/"):  # a random model solves nothing, but every problem was generated and run
         assert metrics[f"{prefix}humaneval/problems"] == 3 and metrics[f"{prefix}humaneval/pass@1"] == 0.0
     for model in ("fine-tuned", "base"):
-        samples = [json.loads(line) for line in (run / "humaneval" / f"{model}.jsonl").read_text().splitlines()]
+        samples = [json.loads(line) for line in (run / "humaneval" / f"{model}.completion.jsonl").read_text().splitlines()]
         assert [s["task_id"] for s in samples] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]
         assert not any(s["passed"] for s in samples) and all(s["status"] for s in samples)
 
