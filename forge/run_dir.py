@@ -46,6 +46,14 @@ class RunPaths:
         return self.root / "humaneval" / f"{model}.{prompt}.jsonl"
 
     @property
+    def compressed(self) -> Path:
+        return self.root / "compressed" / "model.safetensors"
+
+    @property
+    def compress_report(self) -> Path:
+        return self.root / "compressed" / "compress.json"
+
+    @property
     def train_metrics(self) -> Path:
         return self.root / "train.json"
 

@@ -66,3 +66,57 @@ def test_compressed_file_reloads_and_reports_its_own_bytes(tmp_path: Path) -> No
     assert report["compressed_bits_per_weight"] == pytest.approx((4.5 * w1.numel() + 3.5 * w2.numel()) / (w1.numel() + w2.numel()))
     assert report["file_bytes"] == path.stat().st_size and report["float_tensors"] == ["embed.weight", "norm.weight"]
     assert report["file_bits_per_parameter"] == pytest.approx(8 * path.stat().st_size / (w1.numel() + w2.numel() + 88))
+
+
+def test_compressed_tiny_model_reloads_with_the_same_logits(tmp_path: Path) -> None:
+    from forge.compress.rtn import RTN
+    from forge.models.transformer import Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(vocab_size=20, max_len=16, d_model=32, n_layers=2, n_heads=4, d_ff=64).eval()
+    packed, floats, tied = RTN(bits=4, group=16).compress(model)
+    assert sorted(packed) == [f"blocks.{i}.{m}.weight" for i in range(2) for m in ("ff.0", "ff.2", "proj", "qkv")]
+    assert "head.weight" in floats and "embed.weight" in floats and not tied, "the head and embeddings stay float"
+    path = tmp_path / "model.safetensors"
+    cformat.save(path, packed, floats, tied)
+
+    in_memory = Transformer(vocab_size=20, max_len=16, d_model=32, n_layers=2, n_heads=4, d_ff=64).eval()
+    in_memory.load_state_dict({**{k: v.float() for k, v in floats.items()}, **{k: p.dequantize() for k, p in packed.items()}})
+    reloaded = Transformer(vocab_size=20, max_len=16, d_model=32, n_layers=2, n_heads=4, d_ff=64).eval()
+    reloaded.load_state_dict({k: v.float() for k, v in cformat.state_dict(path).items()})
+    tokens = torch.randint(0, 20, (3, 16))
+    with torch.no_grad():
+        assert torch.equal(in_memory(tokens), reloaded(tokens))
+        assert not torch.equal(model(tokens), reloaded(tokens)), "4-bit weights do change the model"
+
+
+def test_tied_weights_are_stored_once(tiny_lm: Path, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from forge.compress.rtn import RTN
+
+    lm = AutoModelForCausalLM.from_pretrained(str(tiny_lm)).eval()
+    lm.tie_weights()
+    packed, floats, tied = RTN(bits=8, group=32).compress(lm)
+    assert tied == {"lm_head.weight": "model.embed_tokens.weight"}, "the tied head is stored once, as the embedding"
+    assert len(packed) == 14 and all(k.endswith("proj.weight") for k in packed), sorted(packed)
+    path = tmp_path / "model.safetensors"
+    cformat.save(path, packed, floats, tied)
+    state = cformat.state_dict(path)
+    assert state["lm_head.weight"] is state["model.embed_tokens.weight"]
+
+
+def test_rtn_stage_writes_the_packed_model_and_evaluate_compares_it(tmp_path: Path, cache: Path) -> None:
+    import json
+
+    from conftest import run_forge, tiny
+
+    run = tmp_path / "run"
+    run_forge(*tiny(cache), "compressor=rtn", "compressor.bits=8", "compressor.group=16", f"hydra.run.dir={run}", cwd=tmp_path)
+    report = json.loads((run / "compressed" / "compress.json").read_text())
+    assert report["compressed_bits_per_weight"] == 8 + 32 / 16 and report["file_bytes"] == (run / "compressed" / "model.safetensors").stat().st_size
+    assert "head.weight" in report["float_tensors"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["compressed/bits_per_weight"] == report["compressed_bits_per_weight"]
+    assert metrics["compressed/top1_agreement"] > 0.99 and abs(metrics["compressed/kl"]) < 1e-3, "int8 barely moves the model"
+    assert abs(metrics["compressed/test/loss"] - metrics["test/loss"]) < 0.01

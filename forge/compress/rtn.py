@@ -4,10 +4,22 @@ group, so int-b at group g costs b + 32/g bits per weight (int4 g64: 4.5)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from forge.compress.pack import pack_bits, unpack_bits
 from forge.compress.packed import Packed, dequantizer
+from forge.compress.stage import Compressor
+
+
+@dataclass
+class RTN(Compressor):
+    bits: int = 4
+    group: int = 64
+
+    def quantize(self, weight: torch.Tensor, name: str) -> Packed:
+        return quantize(weight, self.bits, self.group, name)
 
 
 def group_view(w: torch.Tensor, group: int, where: str = "") -> torch.Tensor:

@@ -93,6 +93,15 @@ class HFCausalLMSchema:
 
 
 @dataclass
+class RTNSchema:
+    _target_: str = "forge.compress.rtn.RTN"
+    bits: int = MISSING
+    group: int = MISSING
+    skip: list[str] = MISSING
+    float_dtype: str = MISSING
+
+
+@dataclass
 class LoRASchema:
     _target_: str = "forge.models.peft.LoRA"
     r: int = MISSING
@@ -384,6 +393,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "export.format": ("safetensors", "hf", "none"),
     "export.gguf_type": ("f32", "f16", "q8_0"),
     "eval.humaneval.prompt": ("completion", "chat"),
+    "compressor.float_dtype": ("float32", "float16", "bfloat16"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.variant": ("hrm", "trm"),
     "model.mixer": ("attention", "mlp"),
@@ -402,7 +412,7 @@ SCHEMAS: dict[str, dict[Optional[str], type]] = {
         SFTSchema, AdditionSchema, SudokuSchema, MazeSchema, ARCSchema, SortingSchema, ArithmeticSchema, ModularSchema, RecallSchema, MixtureSchema
     ),
     "curriculum": _by_target(NoneSchema, DifficultySchema, StagedSchema),
-    "compressor": _by_target(NoneSchema),
+    "compressor": _by_target(NoneSchema, RTNSchema),
     "trainer": {None: TrainerSchema},
     "optim": _by_target(AdamWSchema),
     "peft": _by_target(NoneSchema, LoRASchema),

@@ -78,7 +78,12 @@ def evaluate(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     model, ckpt = load_trained(paths)
     data = SplitDataset(paths.data, cfg.eval.split, hide_answers=not getattr(model, "causal", True))
     sources = load_meta(paths.data).get("sources")
-    metrics = {f"{cfg.eval.split}/{k}": v for k, v in score(model, data, cfg.eval.batch_size, sources).items()}
+    float_scores = score(model, data, cfg.eval.batch_size, sources)
+    metrics: dict[str, Any] = {f"{cfg.eval.split}/{k}": v for k, v in float_scores.items()}
+    if cfg.compressor.get("_target_") is not None:
+        from forge.compress.compare import compare_token_model
+
+        metrics.update(compare_token_model(cfg, paths, model, data, float_scores, sources))
     if cfg.eval.metric == "arc_vote":
         from forge.eval.arc import evaluate_arc
 

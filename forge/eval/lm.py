@@ -83,6 +83,10 @@ def evaluate(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
                 scores, records = _humaneval(m, tokenizer, he_cfg, cfg.seed, merge=not prefix)
                 io.write_text(paths.humaneval(prefix.rstrip("/") or "fine-tuned", scores["prompt"]), "".join(json.dumps(r) + "\n" for r in records))
                 metrics.update({f"{prefix}humaneval/{k}": v for k, v in scores.items()})
+    if cfg.compressor.get("_target_") is not None:
+        from forge.compress.compare import compare_lm
+
+        metrics.update(compare_lm(cfg, paths, module.lm, data))
     metrics["parameters"] = sum(p.numel() for p in module.model.parameters())
     io.write_json(paths.metrics, metrics)
     log.info("evaluate: %s", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))

@@ -56,8 +56,9 @@ def attention_inputs(segments: torch.Tensor, dtype: torch.dtype = torch.float32)
     return mask, idx - first
 
 
-def packed_loss(lm: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy over the scored tokens of a batch of packed rows, and their count."""
+def scored_logits(lm: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, target tokens) at the scored positions of a batch of packed rows; the output
+    head runs on those positions only."""
     segments = batch["segments"]
     length = int((segments > 0).sum(1).max())
     inputs, labels, segments = batch["inputs"][:, :length], batch["labels"][:, :length], segments[:, :length]
@@ -65,8 +66,13 @@ def packed_loss(lm: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[to
     hidden = lm.get_decoder()(input_ids=inputs, attention_mask=mask, position_ids=positions).last_hidden_state
     targets = labels[:, 1:]
     scored = targets != IGNORE
-    logits = lm.get_output_embeddings()(hidden[:, :-1][scored]).float()
-    return F.cross_entropy(logits, targets[scored], reduction="sum"), scored.sum()
+    return lm.get_output_embeddings()(hidden[:, :-1][scored]).float(), targets[scored]
+
+
+def packed_loss(lm: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy over the scored tokens of a batch of packed rows, and their count."""
+    logits, targets = scored_logits(lm, batch)
+    return F.cross_entropy(logits, targets, reduction="sum"), torch.tensor(targets.numel(), device=logits.device)
 
 
 class CausalLMModule(L.LightningModule):

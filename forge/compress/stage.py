@@ -1,0 +1,92 @@
+"""The compress stage: take the trained float model (LoRA adapters merged for an LLM), compress
+every selected linear layer with the configured method, write the packed file and its size
+report, and rebuild a runnable model from that file for the evaluate and export stages."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+
+from forge import io
+from forge.compress import format as cformat
+from forge.compress.packed import Packed
+from forge.errors import ForgeError
+from forge.run_dir import RunPaths
+
+log = logging.getLogger(__name__)
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class Compressor(ABC):
+    """What every method shares: which linear layers to leave alone (fnmatch patterns on module
+    names; the output head by default, as BitNet and VPTQ do) and the dtype of what stays float."""
+
+    skip: list[str] = field(default_factory=lambda: ["head", "lm_head"])
+    float_dtype: str = "float16"
+
+    @abstractmethod
+    def quantize(self, weight: torch.Tensor, name: str) -> Packed:
+        """One 2-D float weight (named for error messages) in its packed form."""
+
+    def __call__(self, cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
+        model = trained_model(cfg, paths)
+        packed, floats, tied = self.compress(model)
+        cformat.save(paths.compressed, packed, floats, tied)
+        report = {"method": type(self).__name__.lower(), **cformat.size_report(paths.compressed)}
+        io.write_json(paths.compress_report, report)
+        log.info("compress: %d matrices at %.3f bits/weight (side information included), file %.3f bits/parameter, float: %s",
+                 len(packed), report["compressed_bits_per_weight"], report["file_bits_per_parameter"], ", ".join(report["float_tensors"]))
+        return report
+
+    def compress(self, model: nn.Module) -> tuple[dict[str, Packed], dict[str, torch.Tensor], dict[str, str]]:
+        """(compressed matrices, float tensors, tied names) of a model's state dict."""
+        targets = {f"{name}.weight" for name, m in model.named_modules()
+                   if isinstance(m, nn.Linear) and not any(fnmatch.fnmatchcase(name, p) for p in self.skip)}
+        packed: dict[str, Packed] = {}
+        floats: dict[str, torch.Tensor] = {}
+        tied: dict[str, str] = {}
+        owner: dict[int, str] = {}
+        for name, t in model.state_dict().items():
+            if t.numel() and t.data_ptr() in owner:
+                tied[name] = owner[t.data_ptr()]
+                continue
+            owner[t.data_ptr()] = name
+            if name in targets:
+                packed[name] = self.quantize(t.detach().float(), name)
+            else:
+                floats[name] = t.detach().to(DTYPES[self.float_dtype]) if t.is_floating_point() else t.detach()
+        if not packed:
+            raise ForgeError(f"compressor: no linear layer left to compress after skip={self.skip}")
+        return packed, floats, tied
+
+
+def trained_model(cfg: DictConfig, paths: RunPaths) -> nn.Module:
+    """The float model a run trained; for an LLM with adapters, a merged copy."""
+    from forge.stages import is_hf
+
+    if is_hf(cfg):
+        from forge.eval.lm import load_finetuned
+
+        module, _ = load_finetuned(paths, cfg.cache_dir)
+        model = module.model
+        return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+    from forge.eval.exact_match import load_trained
+
+    return load_trained(paths)[0]
+
+
+def compressed_model(cfg: DictConfig, paths: RunPaths) -> nn.Module:
+    """The run's model rebuilt from its compressed file (dequantized at load)."""
+    if not paths.compressed.exists():
+        raise ForgeError(f"no compressed model at {paths.compressed}: run stage=compress first (with compressor=NAME)")
+    model = trained_model(cfg, paths)
+    model.load_state_dict({k: v.float() for k, v in cformat.state_dict(paths.compressed).items()})
+    return model.eval()
