@@ -73,8 +73,14 @@ def export(cfg: DictConfig, paths: RunPaths) -> None:
 
         export_lm(cfg, paths)
         return
-    from forge.eval.exact_match import load_trained
     from forge.export.safetensors import export as export_safetensors
+
+    if cfg.compressor.get("_target_") is not None:
+        from forge.compress.stage import compressed_model
+
+        export_safetensors(cfg, paths, compressed_model(cfg, paths), packed=paths.compressed)
+        return
+    from forge.eval.exact_match import load_trained
 
     model, _ = load_trained(paths)
     export_safetensors(cfg, paths, model)

@@ -120,3 +120,56 @@ def test_rtn_stage_writes_the_packed_model_and_evaluate_compares_it(tmp_path: Pa
     assert metrics["compressed/bits_per_weight"] == report["compressed_bits_per_weight"]
     assert metrics["compressed/top1_agreement"] > 0.99 and abs(metrics["compressed/kl"]) < 1e-3, "int8 barely moves the model"
     assert abs(metrics["compressed/test/loss"] - metrics["test/loss"]) < 0.01
+
+
+def test_bitlinear_forward_is_the_reference_formula_and_gradients_pass_straight_through() -> None:
+    from forge.compress.bitnet import BitLinear
+
+    torch.manual_seed(0)
+    layer = BitLinear(8, 4)
+    x = torch.randn(3, 8, requires_grad=True)
+    y = layer(x)
+
+    xn = x.detach() / torch.sqrt(x.detach().pow(2).mean(-1, keepdim=True) + 1e-6)
+    s = 127 / xn.abs().amax(-1, keepdim=True)
+    xq = (xn * s).round().clamp(-128, 127) / s
+    gamma = layer.weight.detach().abs().mean()
+    wq = (layer.weight.detach() / gamma).round().clamp(-1, 1) * gamma
+    torch.testing.assert_close(y, xq @ wq.T + layer.bias.detach(), rtol=0, atol=1e-6)
+    assert set((wq / gamma).round().unique().tolist()) <= {-1.0, 0.0, 1.0}
+
+    y.sum().backward()
+    torch.testing.assert_close(layer.weight.grad, xq.sum(0).expand(4, 8), rtol=0, atol=1e-6)
+    assert x.grad is not None and x.grad.abs().sum() > 0, "the input gets a gradient through the quantizers"
+
+
+@pytest.mark.parametrize("packing, bits", [("trits", 1.6), ("2bit", 2.0)])
+def test_bitnet_packs_ternary_weights_exactly(packing: str, bits: float) -> None:
+    from forge.compress.bitnet import BitNet, ternarize
+
+    w = torch.randn(64, 320)
+    p = BitNet(packing=packing).quantize(w, "w")
+    codes, scale = ternarize(w)
+    assert torch.equal(p.dequantize(), codes * scale)
+    assert p.bits_per_weight == pytest.approx(bits + 32 / w.numel())
+
+
+def test_bitnet_qat_trains_in_and_reloads_exactly(tmp_path: Path, cache: Path) -> None:
+    import json
+
+    from conftest import run_forge, tiny
+
+    run = tmp_path / "run"
+    run_forge(*tiny(cache), "compressor=bitnet", f"hydra.run.dir={run}", cwd=tmp_path)
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["hyper_parameters"]["bitlinear_skip"] == ["head", "lm_head"], "the model trained with BitLinear layers"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["compressed/bits_per_weight"] < 1.7
+    assert metrics["compressed/top1_agreement"] > 0.999, "the packed model computes what the trained one did"
+    assert metrics["compressed/test/exact_match"] == metrics["test/exact_match"]
+    exported = run / "model" / "model.safetensors"
+    assert exported.read_bytes() == (run / "compressed" / "model.safetensors").read_bytes(), "export ships the packed file"
+    from forge.compress.bitnet import BitLinear
+    from forge.export.safetensors import load_exported
+
+    assert any(isinstance(m, BitLinear) and m.prequantized for m in load_exported(run / "model").modules())

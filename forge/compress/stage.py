@@ -36,8 +36,16 @@ class Compressor(ABC):
     def quantize(self, weight: torch.Tensor, name: str) -> Packed:
         """One 2-D float weight (named for error messages) in its packed form."""
 
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """The trained model as this method compresses it (a method may swap layers first)."""
+        return model
+
+    def loaded(self, model: nn.Module) -> nn.Module:
+        """The model after the compressed weights were loaded into it."""
+        return model
+
     def __call__(self, cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
-        model = trained_model(cfg, paths)
+        model = self.prepare(trained_model(cfg, paths))
         packed, floats, tied = self.compress(model)
         cformat.save(paths.compressed, packed, floats, tied)
         report = {"method": type(self).__name__.lower(), **cformat.size_report(paths.compressed)}
@@ -87,6 +95,9 @@ def compressed_model(cfg: DictConfig, paths: RunPaths) -> nn.Module:
     """The run's model rebuilt from its compressed file (dequantized at load)."""
     if not paths.compressed.exists():
         raise ForgeError(f"no compressed model at {paths.compressed}: run stage=compress first (with compressor=NAME)")
-    model = trained_model(cfg, paths)
+    from forge.config.instantiate import instantiate
+
+    compressor: Compressor = instantiate(cfg.compressor)
+    model = compressor.prepare(trained_model(cfg, paths))
     model.load_state_dict({k: v.float() for k, v in cformat.state_dict(paths.compressed).items()})
-    return model.eval()
+    return compressor.loaded(model).eval()

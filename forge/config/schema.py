@@ -102,6 +102,15 @@ class RTNSchema:
 
 
 @dataclass
+class BitNetSchema:
+    _target_: str = "forge.compress.bitnet.BitNet"
+    qat: bool = MISSING
+    packing: str = MISSING
+    skip: list[str] = MISSING
+    float_dtype: str = MISSING
+
+
+@dataclass
 class LoRASchema:
     _target_: str = "forge.models.peft.LoRA"
     r: int = MISSING
@@ -394,6 +403,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "export.gguf_type": ("f32", "f16", "q8_0"),
     "eval.humaneval.prompt": ("completion", "chat"),
     "compressor.float_dtype": ("float32", "float16", "bfloat16"),
+    "compressor.packing": ("trits", "2bit"),
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.variant": ("hrm", "trm"),
     "model.mixer": ("attention", "mlp"),
@@ -412,7 +422,7 @@ SCHEMAS: dict[str, dict[Optional[str], type]] = {
         SFTSchema, AdditionSchema, SudokuSchema, MazeSchema, ARCSchema, SortingSchema, ArithmeticSchema, ModularSchema, RecallSchema, MixtureSchema
     ),
     "curriculum": _by_target(NoneSchema, DifficultySchema, StagedSchema),
-    "compressor": _by_target(NoneSchema, RTNSchema),
+    "compressor": _by_target(NoneSchema, RTNSchema, BitNetSchema),
     "trainer": {None: TrainerSchema},
     "optim": _by_target(AdamWSchema),
     "peft": _by_target(NoneSchema, LoRASchema),

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
+from typing import Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -18,7 +20,9 @@ from forge.run_dir import RunPaths
 log = logging.getLogger(__name__)
 
 
-def export(cfg: DictConfig, paths: RunPaths, model: torch.nn.Module) -> Path:
+def export(cfg: DictConfig, paths: RunPaths, model: torch.nn.Module, packed: Optional[Path] = None) -> Path:
+    """`packed`: the run's compressed file, exported as it is (with the compressor's config, which
+    says how to rebuild the layers it needs) instead of the float weights."""
     from safetensors.torch import save_file
 
     meta = load_meta(paths.data)
@@ -28,9 +32,13 @@ def export(cfg: DictConfig, paths: RunPaths, model: torch.nn.Module) -> Path:
         "max_len": meta["seq_len"],
         "task": meta["task"],
     }
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with io.atomic_dir(paths.model) as tmp:
-        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        if packed is not None:
+            config["compressor"] = OmegaConf.to_container(cfg.compressor, resolve=True)
+            shutil.copyfile(packed, tmp / "model.safetensors")
+        else:
+            state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+            save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         io.write_json(tmp / "config.json", config)
         _verify(model, tmp, len(meta["vocab"]), meta["seq_len"])
     log.info("export: %s", paths.model)
@@ -43,8 +51,16 @@ def load_exported(folder: Path) -> torch.nn.Module:
 
     config = json.loads((folder / "config.json").read_text())
     model = build_model(OmegaConf.create(config["model"]), len(config["vocab"]), config["max_len"])
-    model.load_state_dict(load_file(str(folder / "model.safetensors")))
-    return model.eval()
+    if "compressor" not in config:
+        model.load_state_dict(load_file(str(folder / "model.safetensors")))
+        return model.eval()
+    from forge.compress import format as cformat
+    from forge.config.instantiate import instantiate
+
+    compressor = instantiate(OmegaConf.create(config["compressor"]))
+    model = compressor.prepare(model)
+    model.load_state_dict({k: v.float() for k, v in cformat.state_dict(folder / "model.safetensors").items()})
+    return compressor.loaded(model).eval()
 
 
 def _verify(model: torch.nn.Module, folder: Path, vocab_size: int, seq_len: int) -> None:

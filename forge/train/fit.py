@@ -123,7 +123,15 @@ def build_module(cfg: DictConfig, meta: dict) -> L.LightningModule:
 
         peft_cfg = OmegaConf.to_container(cfg.peft, resolve=True)
         return CausalLMModule(model_cfg, peft_cfg, optim_cfg, cfg.trainer.max_steps, meta.get("chat_template"), cfg.cache_dir)
-    return SequenceModule(model_cfg, optim_cfg, len(meta["vocab"]), meta["seq_len"], cfg.trainer.max_steps)
+    return SequenceModule(model_cfg, optim_cfg, len(meta["vocab"]), meta["seq_len"], cfg.trainer.max_steps, _bitlinear_skip(cfg))
+
+
+def _bitlinear_skip(cfg: DictConfig) -> Optional[list[str]]:
+    """With compressor=bitnet and qat on, the model trains with BitLinear layers from the start."""
+    c = cfg.compressor
+    if c.get("_target_") == "forge.compress.bitnet.BitNet" and c.qat:
+        return list(c.skip)
+    return None
 
 
 def _curriculum(cfg: DictConfig) -> Optional[Curriculum]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
+from typing import Any, Optional
 
 import lightning as L
 import numpy as np
@@ -29,10 +29,15 @@ class SequenceModule(L.LightningModule):
     in every checkpoint, so a checkpoint rebuilds its own model.
     """
 
-    def __init__(self, model_cfg: dict, optim_cfg: dict, vocab_size: int, max_len: int, max_steps: int) -> None:
+    def __init__(self, model_cfg: dict, optim_cfg: dict, vocab_size: int, max_len: int, max_steps: int,
+                 bitlinear_skip: Optional[list[str]] = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(OmegaConf.create(model_cfg), vocab_size, max_len)
+        if bitlinear_skip is not None:  # BitNet quantization-aware training (compressor=bitnet)
+            from forge.compress.bitnet import to_bitlinear
+
+            to_bitlinear(self.model, bitlinear_skip)
         self.causal = bool(getattr(self.model, "causal", True))
         decay = float(getattr(self.model, "ema_decay", 0.0))
         self.ema = AveragedModel(self.model, multi_avg_fn=_ema_with_warmup(decay), use_buffers=True) if decay else None
