@@ -121,6 +121,13 @@ def test_rtn_stage_writes_the_packed_model_and_evaluate_compares_it(tmp_path: Pa
     assert metrics["compressed/top1_agreement"] > 0.99 and abs(metrics["compressed/kl"]) < 1e-3, "int8 barely moves the model"
     assert abs(metrics["compressed/test/loss"] - metrics["test/loss"]) < 0.01
 
+    vq = ["compressor=vptq", "compressor.codebook_size=16", "compressor.calibration_batches=2", f"hydra.run.dir={run}"]
+    for stage in ("compress", "evaluate"):  # the same trained model, compressed again another way
+        run_forge(*tiny(cache), *vq, f"stage={stage}", cwd=tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["compressed/method"] == "vptq" and metrics["compressed/bits_per_weight"] < 2.5
+    assert metrics["compressed/top1_agreement"] > 0.5 and metrics["compressed/kl"] > 0
+
 
 def test_bitlinear_forward_is_the_reference_formula_and_gradients_pass_straight_through() -> None:
     from forge.compress.bitnet import BitLinear
@@ -173,3 +180,46 @@ def test_bitnet_qat_trains_in_and_reloads_exactly(tmp_path: Path, cache: Path) -
     from forge.export.safetensors import load_exported
 
     assert any(isinstance(m, BitLinear) and m.prequantized for m in load_exported(run / "model").modules())
+
+
+def _low_rank_plus_noise() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(64, 8, generator=g) @ torch.randn(8, 256, generator=g) / 3 + 0.1 * torch.randn(64, 256, generator=g)
+    x = torch.randn(2048, 16, generator=g) @ torch.randn(16, 256, generator=g) + 0.3 * torch.randn(2048, 256, generator=g)
+    return w, 2 * x.T.double() @ x.double() / len(x)
+
+
+def _output_error(w: torch.Tensor, q: torch.Tensor, h: torch.Tensor) -> float:
+    """Relative error of the layer's outputs on the calibration inputs: tr(D H D^T) / tr(W H W^T)."""
+    d, w = (w - q).double(), w.double()
+    return float(torch.trace(d @ h @ d.T) / torch.trace(w @ h @ w.T))
+
+
+def test_vptq_error_falls_with_codebook_size_and_beats_rtn_at_fewer_bits() -> None:
+    from forge.compress import vptq
+
+    w, h = _low_rank_plus_noise()
+    packed = [vptq.quantize(w, h, v=4, k=k, iters=8) for k in (16, 64, 256)]
+    errors = [_output_error(w, p.dequantize(), h) for p in packed]
+    assert errors == sorted(errors, reverse=True), errors
+    assert packed[-1].bits_per_weight == pytest.approx(2 + 256 * 4 * 16 / w.numel()) == 3.0, "the codebook is counted"
+    small = packed[1]  # 64 entries: 1.5 bits of index + 0.25 of codebook on this 16k-weight matrix
+    int2, int3 = rtn.quantize(w, 2, 64), rtn.quantize(w, 3, 64)
+    assert small.bits_per_weight == 1.75 < int2.bits_per_weight
+    assert errors[1] < _output_error(w, int3.dequantize(), h) < _output_error(w, int2.dequantize(), h)
+    plain = vptq.quantize(w, torch.eye(256, dtype=torch.double), v=4, k=64, iters=8).dequantize()
+    assert (plain - w).pow(2).mean() < (int2.dequantize() - w).pow(2).mean(), "fewer bits, lower plain error too"
+
+
+def test_vptq_residual_and_outlier_codebooks_reload_exactly(tmp_path: Path) -> None:
+    from forge.compress import vptq
+
+    w, h = _low_rank_plus_noise()
+    base = vptq.quantize(w, h, v=4, k=64, iters=8)
+    full = vptq.quantize(w, h, v=4, k=64, residual_k=16, outlier_fraction=0.05, outlier_k=32, iters=8)
+    assert full.meta["outliers"] == 13 and set(full.tensors) >= {"residual_index", "outlier_columns", "outlier_codebook"}
+    assert _output_error(w, full.dequantize(), h) < _output_error(w, base.dequantize(), h)
+    path = tmp_path / "m.safetensors"
+    cformat.save(path, {"w": full}, {})
+    assert torch.equal(cformat.state_dict(path)["w"], full.dequantize())
+    assert cformat.size_report(path)["compressed_bits_per_weight"] == pytest.approx(full.bits_per_weight)

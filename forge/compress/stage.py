@@ -8,7 +8,7 @@ import fnmatch
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 from omegaconf import DictConfig
@@ -31,6 +31,8 @@ class Compressor(ABC):
 
     skip: list[str] = field(default_factory=lambda: ["head", "lm_head"])
     float_dtype: str = "float16"
+    # Methods that need activations (VPTQ's Hessians) get calibration batches from the train split.
+    needs_calibration = False
 
     @abstractmethod
     def quantize(self, weight: torch.Tensor, name: str) -> Packed:
@@ -44,8 +46,13 @@ class Compressor(ABC):
         """The model after the compressed weights were loaded into it."""
         return model
 
+    def calibrate(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], forward: Callable[[nn.Module, dict], object]) -> None:
+        """Collect what `quantize` needs from the model's activations (only if needs_calibration)."""
+
     def __call__(self, cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
         model = self.prepare(trained_model(cfg, paths))
+        if self.needs_calibration:
+            self.calibrate(model, *calibration(cfg, paths))
         packed, floats, tied = self.compress(model)
         cformat.save(paths.compressed, packed, floats, tied)
         report = {"method": type(self).__name__.lower(), **cformat.size_report(paths.compressed)}
@@ -54,10 +61,14 @@ class Compressor(ABC):
                  len(packed), report["compressed_bits_per_weight"], report["file_bits_per_parameter"], ", ".join(report["float_tensors"]))
         return report
 
+    def targets(self, model: nn.Module) -> set[str]:
+        """State-dict names of the weights this compressor replaces."""
+        return {f"{name}.weight" for name, m in model.named_modules()
+                if isinstance(m, nn.Linear) and not any(fnmatch.fnmatchcase(name, p) for p in self.skip)}
+
     def compress(self, model: nn.Module) -> tuple[dict[str, Packed], dict[str, torch.Tensor], dict[str, str]]:
         """(compressed matrices, float tensors, tied names) of a model's state dict."""
-        targets = {f"{name}.weight" for name, m in model.named_modules()
-                   if isinstance(m, nn.Linear) and not any(fnmatch.fnmatchcase(name, p) for p in self.skip)}
+        targets = self.targets(model)
         packed: dict[str, Packed] = {}
         floats: dict[str, torch.Tensor] = {}
         tied: dict[str, str] = {}
@@ -74,6 +85,21 @@ class Compressor(ABC):
         if not packed:
             raise ForgeError(f"compressor: no linear layer left to compress after skip={self.skip}")
         return packed, floats, tied
+
+
+def calibration(cfg: DictConfig, paths: RunPaths) -> tuple[Iterator[dict[str, torch.Tensor]], Callable[[nn.Module, dict], object]]:
+    """(batches of the train split, how the model runs on one): the data the model was trained
+    on, never the test split that the evaluate stage scores."""
+    from forge.data.loader import SplitDataset
+    from forge.stages import is_hf
+
+    data = SplitDataset(paths.data, "train")
+    batches = (data[list(range(s, min(len(data), s + cfg.data.batch_size)))] for s in range(0, len(data), cfg.data.batch_size))
+    if is_hf(cfg):
+        from forge.train.causal_lm import scored_logits
+
+        return batches, scored_logits
+    return batches, lambda model, batch: model(batch["inputs"])
 
 
 def trained_model(cfg: DictConfig, paths: RunPaths) -> nn.Module:

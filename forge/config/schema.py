@@ -111,6 +111,21 @@ class BitNetSchema:
 
 
 @dataclass
+class VPTQSchema:
+    _target_: str = "forge.compress.vptq.VPTQ"
+    vector_length: int = MISSING
+    codebook_size: int = MISSING
+    residual_codebook_size: int = MISSING
+    outlier_fraction: float = MISSING
+    outlier_codebook_size: int = MISSING
+    kmeans_iters: int = MISSING
+    damp: float = MISSING
+    calibration_batches: int = MISSING
+    skip: list[str] = MISSING
+    float_dtype: str = MISSING
+
+
+@dataclass
 class LoRASchema:
     _target_: str = "forge.models.peft.LoRA"
     r: int = MISSING
@@ -422,7 +437,7 @@ SCHEMAS: dict[str, dict[Optional[str], type]] = {
         SFTSchema, AdditionSchema, SudokuSchema, MazeSchema, ARCSchema, SortingSchema, ArithmeticSchema, ModularSchema, RecallSchema, MixtureSchema
     ),
     "curriculum": _by_target(NoneSchema, DifficultySchema, StagedSchema),
-    "compressor": _by_target(NoneSchema, RTNSchema, BitNetSchema),
+    "compressor": _by_target(NoneSchema, RTNSchema, BitNetSchema, VPTQSchema),
     "trainer": {None: TrainerSchema},
     "optim": _by_target(AdamWSchema),
     "peft": _by_target(NoneSchema, LoRASchema),
