@@ -223,3 +223,24 @@ def test_vptq_residual_and_outlier_codebooks_reload_exactly(tmp_path: Path) -> N
     cformat.save(path, {"w": full}, {})
     assert torch.equal(cformat.state_dict(path)["w"], full.dequantize())
     assert cformat.size_report(path)["compressed_bits_per_weight"] == pytest.approx(full.bits_per_weight)
+
+
+def test_text_perplexity_and_bits_per_byte_follow_their_definitions(tiny_lm: Path) -> None:
+    import math
+
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from forge.eval.text import log_probs, perplexity, windows
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_lm))
+    lm = AutoModelForCausalLM.from_pretrained(str(tiny_lm)).eval()
+    text = "def add(a, b):\n    return a + b\n" * 20
+    rows, scored_bytes = windows(tok, text, 16, limit=3)
+    assert rows.shape == (3, 16) and 0 < scored_bytes < len(text)
+    with torch.no_grad():
+        logp = F.log_softmax(lm(input_ids=rows).logits[:, :-1], -1).gather(-1, rows[:, 1:, None])
+    got = perplexity(lm, rows, scored_bytes, batch_size=2, reference=log_probs(lm, rows, batch_size=2))
+    assert got["tokens"] == 45 and got["perplexity"] == pytest.approx(math.exp(-logp.mean().item()), rel=1e-5)
+    assert got["bits_per_byte"] == pytest.approx(-logp.sum().item() / math.log(2) / scored_bytes, rel=1e-5)
+    assert got["top1_agreement"] == 1.0 and abs(got["kl"]) < 1e-6, "a model agrees with itself"
