@@ -244,3 +244,24 @@ def test_text_perplexity_and_bits_per_byte_follow_their_definitions(tiny_lm: Pat
     assert got["tokens"] == 45 and got["perplexity"] == pytest.approx(math.exp(-logp.mean().item()), rel=1e-5)
     assert got["bits_per_byte"] == pytest.approx(-logp.sum().item() / math.log(2) / scored_bytes, rel=1e-5)
     assert got["top1_agreement"] == 1.0 and abs(got["kl"]) < 1e-6, "a model agrees with itself"
+
+
+def test_bitnet_qat_fine_tune_of_a_causal_lm_exports_the_packed_model(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
+    import json
+
+    from conftest import run_forge
+    from test_llm import lm_args
+
+    from forge.compress.bitnet import BitLinear
+    from forge.export.hf import load_compressed_lm
+
+    run = tmp_path / "run"
+    args = [a for a in lm_args(tiny_lm, cache, "compressor=bitnet", "export=hf") if not a.startswith("peft")]
+    run_forge(*args, "peft=none", f"hydra.run.dir={run}", cwd=tmp_path)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["compressed/bits_per_weight"] < 1.7 and metrics["compressed/top1_agreement"] > 0.99
+    assert metrics["compressed/test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-3), "the packed model is the trained one"
+    exported = run / "model" / "compressed"
+    assert json.loads((run / "model" / "export.json").read_text())["compressed_max_logit_diff"] == 0.0
+    model = load_compressed_lm(exported)
+    assert sum(isinstance(m, BitLinear) for m in model.modules()) == 14

@@ -60,7 +60,7 @@ def base_model(module: Any) -> Iterator[Any]:
         return
     from forge.train.causal_lm import CausalLMModule
 
-    yield CausalLMModule(**{**module.hparams, "peft_cfg": {"_target_": None}}).eval().to(module.device)
+    yield CausalLMModule(**{**module.hparams, "peft_cfg": {"_target_": None}, "bitlinear_skip": None}).eval().to(module.device)
 
 
 def evaluate(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:

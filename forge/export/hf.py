@@ -8,7 +8,9 @@ reader) and comparing logits with the in-memory model on a probe batch.
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,34 @@ def export_gguf(merged: Any, tokenizer: Any, folder: Path, gguf_type: str, pre: 
     return check(f"gguf ({gguf_type})", logits(merged, ids), logits(reloaded, ids), TOLERANCE["gguf"][gguf_type])
 
 
+def export_compressed(cfg: DictConfig, paths: RunPaths, tokenizer: Any) -> float:
+    """The packed file, the model and compressor configs that rebuild it, and the tokenizer."""
+    from forge.compress.stage import compressed_model
+
+    folder = paths.model / "compressed"
+    with io.atomic_dir(folder) as tmp:
+        shutil.copyfile(paths.compressed, tmp / "model.safetensors")
+        io.write_json(tmp / "forge_compressed.json", {"model": OmegaConf.to_container(cfg.model, resolve=True),
+                                                      "compressor": OmegaConf.to_container(cfg.compressor, resolve=True)})
+        tokenizer.save_pretrained(str(tmp))
+        ids = probe(len(tokenizer))
+        return check("compressed", logits(compressed_model(cfg, paths), ids), logits(load_compressed_lm(tmp, cfg.cache_dir), ids), 0.0)
+
+
+def load_compressed_lm(folder: Path, cache_dir: Any = None) -> Any:
+    """A causal LM from an exported compressed folder: the base architecture from its model
+    config, the layers its compressor needs, the weights dequantized from the packed file."""
+    from forge.compress import format as cformat
+    from forge.config.instantiate import instantiate
+    from forge.models.hf import HFCausalLM
+
+    config = json.loads((folder / "forge_compressed.json").read_text())
+    compressor = instantiate(OmegaConf.create(config["compressor"]))
+    model = compressor.prepare(HFCausalLM.from_config(OmegaConf.create(config["model"]), cache_dir).model())
+    model.load_state_dict({k: v.float() for k, v in cformat.state_dict(folder / "model.safetensors").items()})
+    return compressor.loaded(model).eval()
+
+
 def export(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     from forge.eval.lm import load_finetuned
     from forge.models.hf import HFCausalLM, gguf_pre_tokenizer
@@ -97,6 +127,11 @@ def export(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     if template:
         tokenizer.chat_template = template  # the template the model was trained with
     report: dict[str, Any] = {"checkpoint": ckpt.name}
+    if cfg.compressor.get("_target_") is not None:  # the packed model is what this run made
+        report["compressed_max_logit_diff"] = export_compressed(cfg, paths, tokenizer)
+        io.write_json(paths.model / "export.json", report)
+        log.info("export: %s (compressed; adapter, merged and GGUF exports are of float models)", paths.model)
+        return report
     model = module.model
     if "adapter" in cfg.export.outputs:
         if not hasattr(model, "peft_config"):

@@ -24,14 +24,20 @@ from forge.errors import NonFiniteLossError
 from forge.train.module import build_optimizer, restore_rng, save_rng
 
 
-def build_causal_lm(model_cfg: dict, peft_cfg: dict, cache_dir: Optional[str] = None) -> torch.nn.Module:
-    """The base model from `model_cfg`, wrapped with the adapters of `peft_cfg` (if any)."""
+def build_causal_lm(model_cfg: dict, peft_cfg: dict, cache_dir: Optional[str] = None,
+                    bitlinear_skip: Optional[list[str]] = None) -> torch.nn.Module:
+    """The base model from `model_cfg`, wrapped with the adapters of `peft_cfg` (if any); with
+    `bitlinear_skip`, its linear layers become BitNet BitLinear ones (a QAT fine-tune)."""
     from forge.models.hf import HFCausalLM
     from forge.models.peft import LoRA
 
     spec = HFCausalLM.from_config(model_cfg, cache_dir)
     adapters = LoRA(**{k: v for k, v in peft_cfg.items() if k != "_target_"}) if peft_cfg.get("_target_") else None
     model = spec.model(quantization_config=adapters.quantization_config() if adapters else None)
+    if bitlinear_skip is not None:
+        from forge.compress.bitnet import to_bitlinear
+
+        to_bitlinear(model, bitlinear_skip)
     if adapters is None:
         return model
     return adapters.apply(model)
@@ -80,11 +86,11 @@ class CausalLMModule(L.LightningModule):
 
     def __init__(
         self, model_cfg: dict, peft_cfg: dict, optim_cfg: dict, max_steps: int, chat_template: Optional[str] = None,
-        cache_dir: Optional[str] = None,
+        cache_dir: Optional[str] = None, bitlinear_skip: Optional[list[str]] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = build_causal_lm(model_cfg, peft_cfg, cache_dir).train()  # from_pretrained returns eval mode
+        self.model = build_causal_lm(model_cfg, peft_cfg, cache_dir, bitlinear_skip).train()  # from_pretrained returns eval mode
         self.strict_loading = False  # checkpoints hold the trained parameters only
         self.tokens_seen = 0  # non-padding training tokens, saved in checkpoints
         self.tokens_this_run = 0  # the same, since this process started (for tokens per second)

@@ -122,7 +122,8 @@ def build_module(cfg: DictConfig, meta: dict) -> L.LightningModule:
         from forge.train.causal_lm import CausalLMModule
 
         peft_cfg = OmegaConf.to_container(cfg.peft, resolve=True)
-        return CausalLMModule(model_cfg, peft_cfg, optim_cfg, cfg.trainer.max_steps, meta.get("chat_template"), cfg.cache_dir)
+        return CausalLMModule(model_cfg, peft_cfg, optim_cfg, cfg.trainer.max_steps, meta.get("chat_template"), cfg.cache_dir,
+                              _bitlinear_skip(cfg))
     return SequenceModule(model_cfg, optim_cfg, len(meta["vocab"]), meta["seq_len"], cfg.trainer.max_steps, _bitlinear_skip(cfg))
 
 
