@@ -372,7 +372,7 @@ class ExportSchema:
     format: str = MISSING
     outputs: list[str] = field(default_factory=list)  # causal LMs: adapter, merged, gguf
     gguf_type: str = "f16"
-    gguf_pre: str = "gpt2"
+    gguf_pre: str = "gpt-2"
     ollama: dict[str, Any] = field(default_factory=dict)
 
 

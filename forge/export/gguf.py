@@ -43,7 +43,7 @@ def tensor_name(hf_name: str) -> str:
     raise ValueError(f"GGUF export: no llama.cpp name for tensor {hf_name!r}")
 
 
-def write_gguf(model: Any, tokenizer: Any, path: Path, dtype: str = "f16", pre: str = "gpt2", name: str = "forge") -> Path:
+def write_gguf(model: Any, tokenizer: Any, path: Path, dtype: str = "f16", pre: str = "gpt-2", name: str = "forge") -> Path:
     import gguf
 
     config = model.config
