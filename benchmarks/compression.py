@@ -136,6 +136,10 @@ def main() -> None:
         "float16_row": "the float weights saved as float16 safetensors (tied head once): the size baseline",
         "results": results,
     }
+    if args.out.exists():  # rows of methods not run this time are kept (same windows and text)
+        previous = json.loads(args.out.read_text())
+        out["results"] = {**previous["results"], **results}
+        out["float16_row"] = previous["float16_row"]
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")
 
