@@ -30,7 +30,7 @@ import torch
 from forge.compress import format as cformat
 from forge.compress.bitnet import BitNet
 from forge.compress.rtn import RTN
-from forge.compress.stage import Compressor
+from forge.compress.stage import Compressor, load_packed
 from forge.compress.vptq import VPTQ
 from forge.eval.text import latency, log_probs, perplexity, windows
 from forge.models.hf import HFCausalLM
@@ -84,9 +84,7 @@ def compress_and_reload(base: torch.nn.Module, method: Compressor, calib: torch.
     path = folder / "model.safetensors"
     cformat.save(path, packed, floats, tied)
     report = cformat.size_report(path)
-    reloaded = method.prepare(copy.deepcopy(base))
-    reloaded.load_state_dict({k: v.float() for k, v in cformat.state_dict(path).items()})
-    return method.loaded(reloaded).eval(), report, seconds
+    return load_packed(method, copy.deepcopy(base), path), report, seconds
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import fnmatch
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import torch
@@ -123,7 +124,12 @@ def compressed_model(cfg: DictConfig, paths: RunPaths) -> nn.Module:
         raise ForgeError(f"no compressed model at {paths.compressed}: run stage=compress first (with compressor=NAME)")
     from forge.config.instantiate import instantiate
 
-    compressor: Compressor = instantiate(cfg.compressor)
-    model = compressor.prepare(trained_model(cfg, paths))
-    model.load_state_dict({k: v.float() for k, v in cformat.state_dict(paths.compressed).items()})
+    return load_packed(instantiate(cfg.compressor), trained_model(cfg, paths), paths.compressed)
+
+
+def load_packed(compressor: Compressor, model: nn.Module, path: Path) -> nn.Module:
+    """`model` (any weights, the right architecture) with the layers `compressor` needs and the
+    weights of the packed file at `path`, dequantized."""
+    model = compressor.prepare(model)
+    model.load_state_dict({k: v.float() for k, v in cformat.state_dict(path).items()})
     return compressor.loaded(model).eval()

@@ -25,7 +25,6 @@ CHAT_REPLY = "Below is a Python script with a self-contained function that solve
 CHAT_STOPS = ("\n```",)
 # Top-level statements after the solution in a chat answer: example calls, not part of the function.
 SCRIPT_TAIL = ("\n```", "\nif __name__", "\nprint(", "\nassert ")
-PROMPTS = ("completion", "chat")
 
 
 def problems(limit: Optional[int] = None) -> list[dict[str, Any]]:
@@ -64,6 +63,7 @@ def complete(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[str] = [""] * len(prompts)
     generator_seed = torch.Generator().manual_seed(seed)
+    stops, cuts = (STOPS, STOPS) if style == "completion" else (CHAT_STOPS, SCRIPT_TAIL)
     for start in range(0, len(order), batch_size):
         rows = order[start : start + batch_size]
         enc = tokenizer([prompts[i] for i in rows], return_tensors="pt", padding=True, add_special_tokens=style == "completion")
@@ -72,12 +72,12 @@ def complete(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
         if temperature > 0:
             torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator_seed)))
         generated = model.generate(
-            **enc, max_new_tokens=max_new_tokens, stop_strings=list(STOPS if style == "completion" else CHAT_STOPS), tokenizer=tokenizer,
+            **enc, max_new_tokens=max_new_tokens, stop_strings=list(stops), tokenizer=tokenizer,
             pad_token_id=tokenizer.pad_token_id, **sampling,
         )
         texts = tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
         for i, text in zip(rows, texts):
-            out[i] = truncate(text, STOPS if style == "completion" else SCRIPT_TAIL)
+            out[i] = truncate(text, cuts)
         log.info("HumanEval: %d/%d completions generated", min(start + batch_size, len(order)), len(order))
     return out
 

@@ -102,15 +102,13 @@ def export_compressed(cfg: DictConfig, paths: RunPaths, tokenizer: Any) -> float
 def load_compressed_lm(folder: Path, cache_dir: Any = None) -> Any:
     """A causal LM from an exported compressed folder: the base architecture from its model
     config, the layers its compressor needs, the weights dequantized from the packed file."""
-    from forge.compress import format as cformat
+    from forge.compress.stage import load_packed
     from forge.config.instantiate import instantiate
     from forge.models.hf import HFCausalLM
 
     config = json.loads((folder / "forge_compressed.json").read_text())
-    compressor = instantiate(OmegaConf.create(config["compressor"]))
-    model = compressor.prepare(HFCausalLM.from_config(OmegaConf.create(config["model"]), cache_dir).model())
-    model.load_state_dict({k: v.float() for k, v in cformat.state_dict(folder / "model.safetensors").items()})
-    return compressor.loaded(model).eval()
+    base = HFCausalLM.from_config(OmegaConf.create(config["model"]), cache_dir).model()
+    return load_packed(instantiate(OmegaConf.create(config["compressor"])), base, folder / "model.safetensors")
 
 
 def export(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:

@@ -54,13 +54,10 @@ def load_exported(folder: Path) -> torch.nn.Module:
     if "compressor" not in config:
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
         return model.eval()
-    from forge.compress import format as cformat
+    from forge.compress.stage import load_packed
     from forge.config.instantiate import instantiate
 
-    compressor = instantiate(OmegaConf.create(config["compressor"]))
-    model = compressor.prepare(model)
-    model.load_state_dict({k: v.float() for k, v in cformat.state_dict(folder / "model.safetensors").items()})
-    return compressor.loaded(model).eval()
+    return load_packed(instantiate(OmegaConf.create(config["compressor"])), model, folder / "model.safetensors")
 
 
 def _verify(model: torch.nn.Module, folder: Path, vocab_size: int, seq_len: int) -> None:
