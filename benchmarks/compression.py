@@ -42,8 +42,10 @@ METHODS: dict[str, Compressor] = {
     "rtn_int4_g64": RTN(bits=4, group=64),
     "rtn_int3_g64": RTN(bits=3, group=64),
     "rtn_int2_g64": RTN(bits=2, group=64),
+    "rtn_int3_g64_tuned": RTN(bits=3, group=64, tune_steps=24, tune_lr=3e-4),
     "vptq_v4_k256": VPTQ(vector_length=4, codebook_size=256),
     "vptq_v4_k256_res8": VPTQ(vector_length=4, codebook_size=256, residual_codebook_size=8),
+    "vptq_v4_k256_res8_tuned": VPTQ(vector_length=4, codebook_size=256, residual_codebook_size=8, tune_steps=24, tune_lr=3e-4),
     "bitnet_post_training": BitNet(qat=False),
 }
 
@@ -77,9 +79,7 @@ def stdlib_docstrings() -> str:
 def compress_and_reload(base: torch.nn.Module, method: Compressor, calib: torch.Tensor, folder: Path) -> tuple[torch.nn.Module, dict, float]:
     model = method.prepare(copy.deepcopy(base))
     start = time.perf_counter()
-    if method.needs_calibration:
-        method.calibrate(model, calib.split(4), lambda m, batch: m(input_ids=batch))
-    packed, floats, tied = method.compress(model)
+    packed, floats, tied = method.run(model, calib.split(4), lambda m, batch: m(input_ids=batch).logits)
     seconds = time.perf_counter() - start
     path = folder / "model.safetensors"
     cformat.save(path, packed, floats, tied)
@@ -93,6 +93,9 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=32, help="512-token calibration windows of stdlib docstrings")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
+    parser.add_argument("--bitnet-qat-run", type=Path, help="a forge run directory of `+recipe=coder_lora peft=none "
+                        "compressor=bitnet`: its packed model is scored as the row bitnet_qat_finetune")
+    parser.add_argument("--bitnet-qat-budget", default="", help="the training budget of that run, recorded in its row")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "compression_smollm2.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -121,9 +124,15 @@ def main() -> None:
             folder.mkdir()
             model, report, seconds = compress_and_reload(base, METHODS[name], calib, folder)
             results[name] = {**perplexity(model, rows, scored_bytes, reference=reference), **latency(model), **report,
-                             "compress_seconds": seconds}
+                             "compress_seconds": seconds, **METHODS[name].notes}
             print(name, json.dumps({k: v for k, v in results[name].items() if k != "float_tensors"}), flush=True)
             del model
+        if args.bitnet_qat_run:
+            path = args.bitnet_qat_run / "compressed" / "model.safetensors"
+            model = load_packed(BitNet(), copy.deepcopy(base), path)
+            results["bitnet_qat_finetune"] = {**perplexity(model, rows, scored_bytes, reference=reference), **latency(model),
+                                              **cformat.size_report(path), "budget": args.bitnet_qat_budget}
+            print("bitnet_qat_finetune", json.dumps(results["bitnet_qat_finetune"]), flush=True)
 
     out = {
         "date": dt.date.today().isoformat(),

@@ -90,6 +90,57 @@ def test_compressed_tiny_model_reloads_with_the_same_logits(tmp_path: Path) -> N
         assert not torch.equal(model(tokens), reloaded(tokens)), "4-bit weights do change the model"
 
 
+@pytest.mark.parametrize("method", ["rtn", "vptq"])
+def test_tuning_lowers_kl_on_held_out_tokens_and_keeps_codes_and_size(method: str, tmp_path: Path) -> None:
+    from forge.compress.quality import agreement
+    from forge.compress.rtn import RTN
+    from forge.compress.vptq import VPTQ
+    from forge.models.transformer import Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(vocab_size=20, max_len=16, d_model=32, n_layers=2, n_heads=4, d_ff=64).eval()
+    with torch.no_grad():  # larger weights than at initialisation: peaked outputs that rounding moves
+        for p in model.parameters():
+            p.mul_(4 if p.dim() == 2 else 1)
+    calib, held_out = [{"inputs": torch.randint(0, 20, (8, 16))} for _ in range(4)], torch.randint(0, 20, (16, 16))
+    forward = lambda m, batch: m(batch["inputs"])  # noqa: E731
+    make = {"rtn": lambda steps: RTN(bits=2, group=16, tune_steps=steps, tune_lr=1e-3),
+            "vptq": lambda steps: VPTQ(vector_length=4, codebook_size=16, kmeans_iters=8, tune_steps=steps, tune_lr=1e-3)}[method]
+    files, kl = {}, {}
+    for steps in (0, 40):
+        compressor = make(steps)
+        packed, floats, tied = compressor.run(model, iter(calib), forward)
+        files[steps] = tmp_path / f"{steps}.safetensors"
+        cformat.save(files[steps], packed, floats, tied)
+        copy = Transformer(vocab_size=20, max_len=16, d_model=32, n_layers=2, n_heads=4, d_ff=64).eval()
+        copy.load_state_dict({k: v.float() for k, v in cformat.state_dict(files[steps]).items()})
+        with torch.no_grad():
+            kl[steps] = agreement([(model(held_out).flatten(0, 1), copy(held_out).flatten(0, 1))])["kl"]
+    curve = compressor.notes["tune_kl"]
+    assert len(curve) == 40 and curve[-1] < curve[0]
+    assert kl[40] < 0.7 * kl[0], kl
+    assert files[0].stat().st_size == files[40].stat().st_size, "tuning changes values, not what is stored"
+    before, after = cformat.load(files[0])[0], cformat.load(files[40])[0]
+    for name, p in before.items():
+        for key, t in p.tensors.items():
+            assert torch.equal(t, after[name].tensors[key]) != t.is_floating_point(), f"{name}.{key}: codes fixed, floats tuned"
+
+
+def test_rtn_target_size_picks_the_widest_bits_whose_file_fits() -> None:
+    from forge.compress.rtn import RTN
+    from forge.errors import ForgeError
+    from forge.models.transformer import Transformer
+
+    model = Transformer(vocab_size=20, max_len=16, d_model=32, n_layers=2, n_heads=4, d_ff=64).eval()
+    size = {bits: len(cformat.to_bytes(*RTN(bits=bits, group=16).compress(model))) for bits in (8, 4, 3, 2)}
+    assert size[8] > size[4] > size[3] > size[2]
+    compressor = RTN(group=16, target_size_mb=(size[3] + 1) / 1e6)
+    packed, floats, tied = compressor.compress(model)
+    assert compressor.notes["bits"] == 3 and len(cformat.to_bytes(packed, floats, tied)) == size[3]
+    with pytest.raises(ForgeError, match="target_size_mb=.*even int2 at group 16"):
+        RTN(group=16, target_size_mb=(size[2] - 1) / 1e6).compress(model)
+
+
 def test_tied_weights_are_stored_once(tiny_lm: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
@@ -121,9 +172,11 @@ def test_rtn_stage_writes_the_packed_model_and_evaluate_compares_it(tmp_path: Pa
     assert metrics["compressed/top1_agreement"] > 0.99 and abs(metrics["compressed/kl"]) < 1e-3, "int8 barely moves the model"
     assert abs(metrics["compressed/test/loss"] - metrics["test/loss"]) < 0.01
 
-    vq = ["compressor=vptq", "compressor.codebook_size=16", "compressor.calibration_batches=2", f"hydra.run.dir={run}"]
+    vq = ["compressor=vptq", "compressor.codebook_size=16", "compressor.calibration_batches=2", "compressor.tune_steps=3",
+          f"hydra.run.dir={run}"]
     for stage in ("compress", "evaluate"):  # the same trained model, compressed again another way
         run_forge(*tiny(cache), *vq, f"stage={stage}", cwd=tmp_path)
+    assert len(json.loads((run / "compressed" / "compress.json").read_text())["tune_kl"]) == 3
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["compressed/method"] == "vptq" and metrics["compressed/bits_per_weight"] < 2.5
     assert metrics["compressed/top1_agreement"] > 0.5 and metrics["compressed/kl"] > 0
@@ -267,3 +320,19 @@ def test_bitnet_qat_fine_tune_of_a_causal_lm_exports_the_packed_model(tmp_path: 
     assert json.loads((run / "model" / "export.json").read_text())["compressed_max_logit_diff"] == 0.0
     model = load_compressed_lm(exported)
     assert sum(isinstance(m, BitLinear) for m in model.modules()) == 14
+
+
+def test_vptq_with_tuning_compresses_a_lora_llm_and_export_reloads_it(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
+    import json
+
+    from conftest import run_forge
+    from test_llm import lm_args
+
+    run = tmp_path / "run"
+    vq = ["compressor=vptq", "compressor.codebook_size=16", "compressor.calibration_batches=2", "compressor.tune_steps=2"]
+    run_forge(*lm_args(tiny_lm, cache, *vq, "export=hf"), f"hydra.run.dir={run}", cwd=tmp_path)
+    report = json.loads((run / "compressed" / "compress.json").read_text())
+    assert len(report["tune_kl"]) == 2 and all(k > 0 for k in report["tune_kl"]), "KL against the merged float model"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["compressed/method"] == "vptq" and metrics["compressed/bits_per_weight"] == report["compressed_bits_per_weight"]
+    assert json.loads((run / "model" / "export.json").read_text())["compressed_max_logit_diff"] == 0.0

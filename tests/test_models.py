@@ -57,6 +57,19 @@ def test_forward_and_backward_reach_every_parameter(name: str) -> None:
     assert [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()] == []
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_models_run_under_bf16_autocast(name: str) -> None:
+    """`precision: bf16-mixed` (GPU, and CPUs with native bf16) must not trip on mixed dtypes."""
+    torch.manual_seed(0)
+    model = MODELS[name]()
+    inputs, labels = batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(inputs)
+        loss = model.training_loss(inputs, labels)[0] if hasattr(model, "training_loss") else logits.sum()
+    loss.float().backward()
+    assert logits.shape == (len(inputs), L, V) and torch.isfinite(loss)
+
+
 def _rows_through(module: nn.Module, run: callable) -> int:
     """How many examples `module` processed while `run` ran."""
     seen = []

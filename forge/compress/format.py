@@ -23,13 +23,18 @@ KEY = "forge.compress"
 
 
 def save(path: Path, packed: dict[str, Packed], floats: dict[str, torch.Tensor], tied: dict[str, str] | None = None) -> None:
-    from safetensors.torch import save_file
+    io.write_with(path, lambda tmp: Path(tmp).write_bytes(to_bytes(packed, floats, tied)))
+
+
+def to_bytes(packed: dict[str, Packed], floats: dict[str, torch.Tensor], tied: dict[str, str] | None = None) -> bytes:
+    """The file's exact contents (what `save` writes)."""
+    from safetensors.torch import save
 
     tensors = {f"{name}.{part}": t.contiguous() for name, p in packed.items() for part, t in p.tensors.items()}
     tensors.update({name: t.detach().contiguous() for name, t in floats.items()})
     layers = {name: {"method": p.method, "shape": list(p.shape), "meta": p.meta, "parts": sorted(p.tensors)} for name, p in packed.items()}
     meta = {KEY: json.dumps({"format": 1, "layers": layers, "float": sorted(floats), "tied": tied or {}})}
-    io.write_with(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    return save(tensors, metadata=meta)
 
 
 def load(path: Path) -> tuple[dict[str, Packed], dict[str, torch.Tensor], dict[str, str]]:

@@ -5,11 +5,12 @@ report, and rebuild a runnable model from that file for the evaluate and export 
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -22,6 +23,8 @@ from forge.errors import ForgeError
 from forge.run_dir import RunPaths
 
 log = logging.getLogger(__name__)
+# How a model runs on one calibration batch: its logits.
+Forward = Callable[[nn.Module, dict], torch.Tensor]
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -32,6 +35,13 @@ class Compressor(ABC):
 
     skip: list[str] = field(default_factory=lambda: ["head", "lm_head"])
     float_dtype: str = "float16"
+    calibration_batches: int = 16
+    # Adam steps of KL fine-tuning of the codebooks, scales and norms after quantization (tune.py).
+    tune_steps: int = 0
+    tune_lr: float = 1e-4
+    # What a run chose or measured beyond sizes (tuning KL per step, a bit width picked for a
+    # size budget); it goes into compress.json.
+    notes: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
     # Methods that need activations (VPTQ's Hessians) get calibration batches from the train split.
     needs_calibration = False
 
@@ -47,16 +57,26 @@ class Compressor(ABC):
         """The model after the compressed weights were loaded into it."""
         return model
 
-    def calibrate(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], forward: Callable[[nn.Module, dict], object]) -> None:
+    def calibrate(self, model: nn.Module, batches: Sequence[dict[str, torch.Tensor]], forward: Forward) -> None:
         """Collect what `quantize` needs from the model's activations (only if needs_calibration)."""
 
-    def __call__(self, cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
-        model = self.prepare(trained_model(cfg, paths))
+    def run(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], forward: Forward) -> tuple[dict[str, Packed], dict[str, torch.Tensor], dict[str, str]]:
+        """Compress a prepared float model: calibrate on the first `calibration_batches` batches
+        if the method needs it, quantize, then tune the float side information on the same batches."""
+        batches = list(itertools.islice(batches, self.calibration_batches)) if self.needs_calibration or self.tune_steps else []
         if self.needs_calibration:
-            self.calibrate(model, *calibration(cfg, paths))
+            self.calibrate(model, batches, forward)
         packed, floats, tied = self.compress(model)
+        if self.tune_steps:
+            from forge.compress.tune import tune
+
+            packed, floats, self.notes["tune_kl"] = tune(model, packed, floats, batches, forward, self.tune_steps, self.tune_lr)
+        return packed, floats, tied
+
+    def __call__(self, cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
+        packed, floats, tied = self.run(self.prepare(trained_model(cfg, paths)), *calibration(cfg, paths))
         cformat.save(paths.compressed, packed, floats, tied)
-        report = {"method": type(self).__name__.lower(), **cformat.size_report(paths.compressed)}
+        report = {"method": type(self).__name__.lower(), **cformat.size_report(paths.compressed), **self.notes}
         io.write_json(paths.compress_report, report)
         log.info("compress: %d matrices at %.3f bits/weight (side information included), file %.3f bits/parameter, float: %s",
                  len(packed), report["compressed_bits_per_weight"], report["file_bits_per_parameter"], ", ".join(report["float_tensors"]))
@@ -88,8 +108,8 @@ class Compressor(ABC):
         return packed, floats, tied
 
 
-def calibration(cfg: DictConfig, paths: RunPaths) -> tuple[Iterator[dict[str, torch.Tensor]], Callable[[nn.Module, dict], object]]:
-    """(batches of the train split, how the model runs on one): the data the model was trained
+def calibration(cfg: DictConfig, paths: RunPaths) -> tuple[Iterator[dict[str, torch.Tensor]], Forward]:
+    """(batches of the train split, the model's logits on one): the data the model was trained
     on, never the test split that the evaluate stage scores."""
     from forge.data.loader import SplitDataset
     from forge.stages import is_hf
@@ -99,7 +119,7 @@ def calibration(cfg: DictConfig, paths: RunPaths) -> tuple[Iterator[dict[str, to
     if is_hf(cfg):
         from forge.train.causal_lm import scored_logits
 
-        return batches, scored_logits
+        return batches, lambda model, batch: scored_logits(model, batch)[0]
     return batches, lambda model, batch: model(batch["inputs"])
 
 

@@ -21,14 +21,14 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional
+from typing import Callable, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
 
 from forge.compress.pack import pack_bits, unpack_bits
 from forge.compress.packed import Packed, dequantizer
-from forge.compress.stage import Compressor
+from forge.compress.stage import Compressor, Forward
 
 log = logging.getLogger(__name__)
 
@@ -199,17 +199,14 @@ class VPTQ(Compressor):
     outlier_codebook_size: int = 0
     kmeans_iters: int = 16
     damp: float = 0.01
-    calibration_batches: int = 16
     hessians: Optional[dict[str, torch.Tensor]] = field(default=None, init=False, repr=False)
     needs_calibration = True
 
-    def calibrate(self, model: nn.Module, batches: Iterable[dict[str, torch.Tensor]], forward: Callable[[nn.Module, dict], object]) -> None:
+    def calibrate(self, model: nn.Module, batches: Sequence[dict[str, torch.Tensor]], forward: Forward) -> None:
         """Hessians of every compressed layer from `forward(model, batch)` over the batches."""
         collector = HessianCollector(model, [n.removesuffix(".weight") for n in self.targets(model)])
         with torch.no_grad():
-            for i, batch in enumerate(batches):
-                if i >= self.calibration_batches:
-                    break
+            for batch in batches:
                 forward(model, batch)
         self.hessians = collector.done()
 

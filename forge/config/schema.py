@@ -97,8 +97,12 @@ class RTNSchema:
     _target_: str = "forge.compress.rtn.RTN"
     bits: int = MISSING
     group: int = MISSING
+    target_size_mb: Optional[float] = MISSING
     skip: list[str] = MISSING
     float_dtype: str = MISSING
+    calibration_batches: int = MISSING
+    tune_steps: int = MISSING
+    tune_lr: float = MISSING
 
 
 @dataclass
@@ -123,6 +127,8 @@ class VPTQSchema:
     calibration_batches: int = MISSING
     skip: list[str] = MISSING
     float_dtype: str = MISSING
+    tune_steps: int = MISSING
+    tune_lr: float = MISSING
 
 
 @dataclass

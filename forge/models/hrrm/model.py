@@ -111,8 +111,9 @@ class HRRM(nn.Module):
         for _ in range(self.segments):
             h, l = self._segment((high[active], low[active]), x[active])
             step_logits, q = self._read(h)
-            high, low = high.index_put((active,), h), low.index_put((active,), l)
-            logits = logits.index_put((active,), step_logits)
+            # Under autocast the segment's outputs may be bf16 while the carried state is float.
+            high, low = high.index_put((active,), h.to(high.dtype)), low.index_put((active,), l.to(low.dtype))
+            logits = logits.index_put((active,), step_logits.to(logits.dtype))
             computed += len(active)
             if self.halt_at_inference:
                 active = active[q <= 0]
