@@ -131,7 +131,8 @@ def main() -> None:
             path = args.bitnet_qat_run / "compressed" / "model.safetensors"
             model = load_packed(BitNet(), copy.deepcopy(base), path)
             results["bitnet_qat_finetune"] = {**perplexity(model, rows, scored_bytes, reference=reference), **latency(model),
-                                              **cformat.size_report(path), "budget": args.bitnet_qat_budget}
+                                              **cformat.size_report(path), "budget": args.bitnet_qat_budget,
+                                              "training": json.loads((args.bitnet_qat_run / "train.json").read_text())}
             print("bitnet_qat_finetune", json.dumps(results["bitnet_qat_finetune"]), flush=True)
 
     out = {

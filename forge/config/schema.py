@@ -336,6 +336,17 @@ class TrainerSchema:
     gradient_clip_val: Optional[float] = MISSING
     accumulate_grad_batches: int = MISSING
     deterministic: bool = MISSING
+    # {metric: target}: stop at the first validation where each metric has reached its target.
+    stop_at: Optional[dict[str, float]] = None
+
+
+@dataclass
+class GrokFastSchema:
+    filter: str = MISSING
+    alpha: float = MISSING
+    lamb: float = MISSING
+    window: int = MISSING
+    start_after_train_accuracy: Optional[float] = MISSING
 
 
 @dataclass
@@ -348,6 +359,12 @@ class AdamWSchema:
     warmup_steps: int = MISSING
     schedule: str = MISSING
     min_lr_ratio: float = MISSING
+    grokfast: Optional[GrokFastSchema] = None
+
+
+@dataclass
+class AdamSchema(AdamWSchema):
+    _target_: str = "torch.optim.Adam"
 
 
 @dataclass
@@ -418,6 +435,7 @@ class WandbSchema:
 CHOICES: dict[str, tuple[str, ...]] = {
     "trainer.precision": ("auto", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "64-true"),
     "optim.schedule": ("constant", "linear", "cosine"),
+    "optim.grokfast.filter": ("ema", "ma"),
     "eval.split": ("val", "test"),
     "eval.metric": ("exact_match", "arc_vote", "lm"),
     "export.format": ("safetensors", "hf", "none"),
@@ -445,7 +463,7 @@ SCHEMAS: dict[str, dict[Optional[str], type]] = {
     "curriculum": _by_target(NoneSchema, DifficultySchema, StagedSchema),
     "compressor": _by_target(NoneSchema, RTNSchema, BitNetSchema, VPTQSchema),
     "trainer": {None: TrainerSchema},
-    "optim": _by_target(AdamWSchema),
+    "optim": _by_target(AdamWSchema, AdamSchema),
     "peft": _by_target(NoneSchema, LoRASchema),
     "eval": {None: EvalSchema},
     "export": {None: ExportSchema},

@@ -46,3 +46,33 @@ class PlainProgress(L.Callback):
         shown = " ".join(f"{k}={v:.4g}" for k, v in sorted(metrics.items()))
         log.info("step %d/%d %.1f it/s %s", step, trainer.max_steps, rate, shown)
 
+
+
+class StopAt(L.Callback):
+    """Stop training at the first validation where a metric reaches its target (`trainer.stop_at`:
+    a loss must fall to it, anything else rise to it); `reached` records the step, for train.json.
+    Lightning's EarlyStopping threshold is strict (> not >=), so an exact match of 1.0 would
+    never stop it."""
+
+    def __init__(self, targets: dict[str, float]) -> None:
+        self.targets = dict(targets)
+        self.reached: dict[str, int] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        for name, target in self.targets.items():
+            value = trainer.callback_metrics.get(name)
+            if value is None or name in self.reached:
+                continue
+            if (float(value) <= target) if "loss" in name else (float(value) >= target):
+                self.reached[name] = trainer.global_step
+        done = trainer.strategy.reduce_boolean_decision(len(self.reached) == len(self.targets), all=True)
+        if done:
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"reached": self.reached}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.reached = dict(state["reached"])

@@ -20,6 +20,7 @@ from forge.errors import ForgeError, NonFiniteLossError
 from forge.models import count_parameters
 from forge.run_dir import RunPaths
 from forge.stages import is_hf
+from forge.train.callbacks import StopAt
 from forge.train.loggers import build_loggers
 from forge.train.module import SequenceModule
 from forge.train.trainer import build_trainer
@@ -77,6 +78,10 @@ def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
     if curriculum is not None:
         curriculum.attach(SplitDataset(paths.data, "val", not module.causal), meta)
     callbacks = [curriculum] if curriculum is not None else []
+    if cfg.optim.get("grokfast") is not None:
+        from forge.train.grokfast import GrokFast
+
+        callbacks.append(GrokFast(**OmegaConf.to_container(cfg.optim.grokfast)))
     loggers = build_loggers(cfg.logger, paths, resume=ckpt is not None)
     # A curriculum picks each epoch's rows, so the train loader is rebuilt every epoch.
     trainer = build_trainer(cfg, paths, loggers, callbacks, reload_each_epoch=curriculum is not None)
@@ -102,6 +107,9 @@ def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
             "steps_per_second": _loop_rate(trainer),
             "final_train_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
         }
+        stop = next((cb for cb in trainer.callbacks if isinstance(cb, StopAt)), None)
+        if stop is not None:
+            summary.update({f"steps_to/{name}": step for name, step in stop.reached.items()})
         best = _best_score(trainer)
         if is_hf(cfg):  # val/selection is minus the held-out loss
             summary["best_val_loss"] = None if best is None else -best

@@ -17,7 +17,7 @@ from forge.config.instantiate import resolve_target
 from forge.data.task import IGNORE
 from forge.errors import NonFiniteLossError
 from forge.models import build_model
-from forge.models.sequence import answer_scores, predict, sequence_loss
+from forge.models.sequence import answer_scores, predict, sequence_loss, targets
 
 SCHEDULE_KEYS = ("warmup_steps", "schedule", "min_lr_ratio")
 
@@ -55,7 +55,9 @@ class SequenceModule(L.LightningModule):
         if hasattr(self.model, "training_loss"):
             loss, stats = self.model.training_loss(batch["inputs"], batch["labels"])
         else:
-            loss, stats = sequence_loss(self.model(batch["inputs"]), batch["labels"], self.causal), {}
+            logits = self.model(batch["inputs"])
+            loss = sequence_loss(logits, batch["labels"], self.causal)
+            stats = {"exact_match": teacher_forced_exact_match(logits.detach(), batch["labels"], self.causal)}
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"training loss is {loss.item()} at step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True)
@@ -98,10 +100,20 @@ class SequenceModule(L.LightningModule):
             self.model.load_carry_state(checkpoint.get("model_carry"))
 
 
+def teacher_forced_exact_match(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> torch.Tensor:
+    """Share of the batch whose every scored token is the argmax given the true prefix: how well
+    the model fits its training rows, at no extra forward pass."""
+    if causal:
+        logits = logits[:, :-1]
+    exact, _ = answer_scores(logits.argmax(-1), targets(labels, causal))
+    return exact.float().mean()
+
+
 def build_optimizer(params: list[torch.nn.Parameter], optim_cfg: dict, max_steps: int) -> dict[str, Any]:
     """The `optim` config's optimizer (no weight decay on vectors) and its step-wise schedule."""
     cfg = dict(optim_cfg)
     schedule = {k: cfg.pop(k) for k in SCHEDULE_KEYS}
+    cfg.pop("grokfast", None)  # a gradient filter, applied by the GrokFast callback
     optimizer_cls = resolve_target(cfg.pop("_target_"))
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from forge.errors import ForgeError
 from forge.run_dir import RunPaths
-from forge.train.callbacks import PlainProgress, Throughput
+from forge.train.callbacks import PlainProgress, StopAt, Throughput
 from forge.train.checkpoint_io import AtomicCheckpointIO
 
 
@@ -85,6 +85,8 @@ def build_trainer(
     tty = sys.stdout.isatty()
     progress = RichProgressBar() if tty else PlainProgress(t.log_every_n_steps, clock)
     callbacks: list[Any] = [*extra_callbacks, last, best, clock, progress]
+    if t.stop_at:
+        callbacks.append(StopAt(t.stop_at))
     try:
         return L.Trainer(
             accelerator=t.accelerator,

@@ -139,7 +139,7 @@ class HRRM(nn.Module):
                 min_steps = torch.where(explore, torch.randint_like(steps, 2, self.segments + 1), torch.ones_like(steps))
                 halted |= (q > 0) & (steps >= min_steps)
         self.carry = {**c, "high": high.detach(), "low": low.detach(), "steps": steps, "halted": halted}
-        stats = {"exact": exact.float().mean(), "segments": steps.float().mean(), "halt_loss": halt_loss.detach()}
+        stats = {"exact_match": exact.float().mean(), "segments": steps.float().mean(), "halt_loss": halt_loss.detach()}
         return answer_loss + 0.5 * halt_loss, stats
 
     def _refill(self, inputs: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
