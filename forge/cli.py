@@ -93,23 +93,26 @@ def _run_hydra(argv: list[str]) -> None:
             argv = argv + [f"hydra.run.dir={resume}"]
     sys.argv = [sys.argv[0] or "forge"] + argv
     _hydra_main()
-    if args.multirun:
-        from forge.sweep import SweepSummary
+    from forge.sweep import SweepSummary  # a multirun (-m, or a hparams_search config) counted its failures
 
-        if SweepSummary.failed:
-            print(f"forge: error: {SweepSummary.failed} sweep point(s) failed; see the summary above", file=sys.stderr)
-            sys.exit(1)
+    if SweepSummary.failed:
+        print(f"forge: error: {SweepSummary.failed} sweep point(s) failed; see the summary above", file=sys.stderr)
+        sys.exit(1)
 
 
 def _precheck(overrides: list[str], multirun: bool) -> None:
     """Compose and validate every point before Hydra starts, so a bad value fails in a second."""
     points = [overrides]
-    if multirun:
+    search = any(o.startswith("hparams_search=") and o != "hparams_search=null" for o in overrides)
+    if multirun or search:
         from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
         from hydra.core.override_parser.overrides_parser import OverridesParser
 
         parsed = OverridesParser.create().parse_overrides(overrides)
-        points = [p for batch in BasicSweeper.split_arguments(parsed, None) for p in batch]
+        if search:  # Optuna draws the swept values (interval, choice): check the fixed part
+            points = [[o.input_line for o in parsed if not o.is_sweep_override()]]
+        else:
+            points = [p for batch in BasicSweeper.split_arguments(parsed, None) for p in batch]
     for point in points[:MAX_CHECKED_SWEEP_POINTS]:
         cfg, origin = compose(point)
         cfg = validate(cfg, origin.where)
@@ -141,7 +144,7 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
     if hc.mode == RunMode.MULTIRUN:
         from forge.sweep import run_point
 
-        return run_point(cfg, run_dir)
+        return run_point(cfg, run_dir, Path(hc.sweep.dir))
     try:
         return execute(cfg, run_dir).objective
     except ForgeError as e:  # Hydra would print a traceback: report it the forge way

@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence, Union
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -25,8 +25,9 @@ ORDER = ("prepare", "train", "compress", "evaluate", "export")
 @dataclass
 class RunResult:
     metrics: dict[str, Any] = field(default_factory=dict)
-    # The number a sweeper optimizes: test exact match when evaluated.
-    objective: Optional[float] = None
+    # What a sweeper optimizes: the metrics named by `objective` (one number, or a list for a
+    # multi-objective search); by default test exact match (pass@1 for code) when evaluated.
+    objective: Optional[Union[float, list[float]]] = None
 
 
 def prepare(cfg: DictConfig, paths: RunPaths) -> None:
@@ -38,6 +39,10 @@ def prepare(cfg: DictConfig, paths: RunPaths) -> None:
 
         tokenizer = HFCausalLM.from_config(cfg.model, cfg.cache_dir).tokenizer()
     prepare_data(cfg.data, cfg.cache_dir, paths.data, tokenizer)
+    if cfg.cv.folds:
+        from forge.data.folds import split_fold
+
+        split_fold(paths.data, cfg.cv.folds, cfg.cv.fold, cfg.cv.stratify, cfg.cv.seed)
 
 
 def train(cfg: DictConfig, paths: RunPaths) -> None:
@@ -104,13 +109,19 @@ def execute(cfg: DictConfig, run_dir: Path, record: bool = True) -> RunResult:
         _check_same_run(cfg, paths)
     if rank_zero and record:
         record_run(cfg, paths)
+    objective = cfg.get("objective") if cfg.stage in ("all", "evaluate") else None
+    if cfg.cv.folds and cfg.cv.fold is None:
+        from forge.cv import run_folds
+
+        means = {name: s["mean"] for name, s in run_folds(cfg, paths.root)["metrics"].items()}
+        return RunResult(means, _objective(means, objective, f"the fold means of {paths.root / 'cv.json'}"))
     names = ORDER if cfg.stage == "all" else (cfg.stage,)
     for name in names:
         log.info("== %s", name)
         STAGES[name](cfg, paths)
         if name == "train" and not _is_rank_zero():
             return RunResult()  # other ranks only train; rank 0 evaluates and exports
-    result = _result(paths)
+    result = _result(paths, objective)
     if rank_zero and cfg.stage in ("all", "evaluate"):
         from forge.summary import print_run_summary
 
@@ -124,13 +135,25 @@ def is_hf(cfg: DictConfig) -> bool:
     return cfg.model.get("_target_") == "forge.models.hf.HFCausalLM"
 
 
-def _result(paths: RunPaths) -> RunResult:
+def _result(paths: RunPaths, names: Optional[Sequence[str]] = None) -> RunResult:
     metrics: dict[str, Any] = {}
     for f in (paths.train_metrics, paths.metrics):
         if f.exists():
             metrics.update(json.loads(f.read_text()))
-    objective = next((v for k, v in metrics.items() if k.endswith(("/exact_match", "humaneval/pass@1")) and not k.startswith("base/")), None)
-    return RunResult(metrics, objective)
+    where = f"{paths.train_metrics.name} or {paths.metrics.name} of {paths.root}"
+    return RunResult(metrics, _objective(metrics, names, where))
+
+
+def _objective(metrics: dict[str, Any], names: Optional[Sequence[str]], where: str) -> Optional[Union[float, list[float]]]:
+    """The metrics `names` (one number, or a list); without names, test exact match or pass@1."""
+    if not names:
+        return next((v for k, v in metrics.items() if k.endswith(("/exact_match", "humaneval/pass@1")) and not k.startswith("base/")), None)
+    missing = [n for n in names if not isinstance(metrics.get(n), (int, float))]
+    if missing:
+        known = ", ".join(sorted(k for k, v in metrics.items() if isinstance(v, (int, float))))
+        raise ForgeError(f"objective: no metric {', '.join(missing)} in {where}; metrics there: {known}")
+    values = [float(metrics[n]) for n in names]
+    return values[0] if len(values) == 1 else values
 
 
 def _check_same_run(cfg: DictConfig, paths: RunPaths) -> None:

@@ -6,9 +6,10 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import traceback
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
@@ -17,19 +18,33 @@ from forge import io
 
 log = logging.getLogger("forge.sweep")
 STATUS_FILE = "status.json"
+OPTUNA_RESULTS = "optimization_results.yaml"  # written by the Optuna sweeper when the study ends
 
 
-def run_point(cfg: DictConfig, run_dir: Path) -> Optional[float]:
+def run_point(cfg: DictConfig, run_dir: Path, sweep_dir: Path) -> Optional[Union[float, list[float]]]:
+    """Run one point; a failure (an exception, out of memory, a NaN objective) is written to its
+    status.json and returns None, which an Optuna sweeper records as a failed trial. The sweep's
+    summary files are brought up to date after every point, so they exist even if the sweep
+    itself stops (e.g. an Optuna study whose every trial failed)."""
+    objective = _run(cfg, run_dir)
+    write_summary(sweep_dir)
+    return objective
+
+
+def _run(cfg: DictConfig, run_dir: Path) -> Optional[Union[float, list[float]]]:
     from forge.stages import execute
 
     try:
-        result = execute(cfg, run_dir)
+        objective = execute(cfg, run_dir).objective
+        values = objective if isinstance(objective, list) else [objective]
+        if any(v is not None and math.isnan(v) for v in values):
+            raise ValueError(f"the objective {cfg.get('objective')} is NaN: {objective}")
     except Exception as e:  # one failed point must not stop the sweep
         log.error("sweep point failed: %s", e)
         io.write_json(run_dir / STATUS_FILE, {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
         return None
-    io.write_json(run_dir / STATUS_FILE, {"status": "ok"})
-    return result.objective
+    io.write_json(run_dir / STATUS_FILE, {"status": "ok", "objective": objective})
+    return objective
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -41,6 +56,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"job": int(job.name), "overrides": " ".join(overrides), "status": status["status"]}
         if status["status"] != "ok":
             row["error"] = status.get("error", "")
+        elif status.get("objective") is not None:
+            row["objective"] = status["objective"]
         for name in ("train.json", "metrics.json"):
             f = job / name
             if f.exists():
@@ -57,8 +74,38 @@ def _read_overrides(path: Path) -> list[str]:
     return [str(o) for o in yaml.safe_load(path.read_text()) or []]
 
 
+def mark_optuna_results(rows: list[dict[str, Any]], sweep_dir: Path) -> Optional[dict[str, Any]]:
+    """Optuna's best trial (one objective) or Pareto front (several), from the file the sweeper
+    writes: the matching rows get `optuna: best` or `optuna: pareto`."""
+    path = sweep_dir / OPTUNA_RESULTS
+    if not path.exists():
+        return None
+    import yaml
+
+    results = yaml.safe_load(path.read_text())
+    if "best_params" in results:
+        chosen, label = [results["best_params"]], "best"
+    else:
+        chosen, label = [s["params"] for s in results.get("solutions", [])], "pareto"
+    for row in rows:
+        given = dict(o.split("=", 1) for o in row["overrides"].split() if "=" in o)
+        if row["status"] == "ok" and any(all(_same(given.get(k), v) for k, v in params.items()) for params in chosen):
+            row["optuna"] = label
+    return results
+
+
+def _same(text: Optional[str], value: Any) -> bool:
+    if text is None:
+        return False
+    try:
+        return math.isclose(float(text), float(value), rel_tol=1e-9)
+    except (TypeError, ValueError):
+        return text == str(value)
+
+
 def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = collect(sweep_dir)
+    mark_optuna_results(rows, sweep_dir)
     columns = list(dict.fromkeys(k for row in rows for k in row))
     io.write_json(sweep_dir / "summary.json", rows)
     with io.atomic_open(sweep_dir / "summary.csv", "w") as f:
@@ -72,17 +119,25 @@ def print_summary(rows: list[dict[str, Any]], sweep_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    metrics = ("test/exact_match", "test/loss", "steps", "train_seconds", "error")
+    metrics = ("objective", "optuna", "test/exact_match", "test/loss", "steps", "train_seconds", "error")
     shown = ["job", "overrides", "status"] + [c for c in metrics if any(c in r for r in rows)]
     table = Table(title=f"forge sweep: {sweep_dir}")
     for c in shown:
         table.add_column(c)
-    for row in rows:
+    common = set.intersection(*(set(r["overrides"].split()) for r in rows)) if rows else set()
+    for row in rows:  # the overrides every point shares are the sweep's, not the point's
+        row = {**row, "overrides": " ".join(o for o in row["overrides"].split() if o not in common)}
         table.add_row(*[_fmt(row.get(c, "")) for c in shown])
     Console().print(table)
+    marked = [r for r in rows if "optuna" in r]
+    if marked:
+        what = "best trial" if marked[0]["optuna"] == "best" else f"Pareto front ({len(marked)} trials)"
+        Console().print(f"optuna {what}: " + "; ".join(f"job {r['job']} -> {_fmt(r['objective'])}" for r in marked))
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, list):
+        return ", ".join(_fmt(x) for x in v)
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 

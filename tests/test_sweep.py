@@ -6,6 +6,8 @@ import csv
 import json
 from pathlib import Path
 
+import yaml
+
 from conftest import run_forge, tiny
 
 
@@ -32,3 +34,50 @@ def test_a_failed_point_does_not_stop_the_sweep(tmp_path: Path, cache: Path) -> 
     assert [r["status"] for r in rows] == ["failed", "ok"]
     assert "divisible" in rows[0]["error"]
     assert "1 sweep point(s) failed" in proc.stderr
+
+
+def _tiny_without(cache: Path, *keys: str) -> list[str]:
+    return [a for a in tiny(cache) if a.split("=", 1)[0] not in keys]
+
+
+def test_optuna_search_reports_its_best_trial_and_survives_a_failed_trial(tmp_path: Path, cache: Path) -> None:
+    sweep = tmp_path / "sweep"
+    # n_heads=3 does not divide the width: whichever trial draws it fails when the model is built.
+    proc = run_forge(*_tiny_without(cache, "trainer.max_steps"), "trainer.max_steps=10", "hparams_search=optuna",
+                     "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.seed=2",
+                     "model.n_heads=choice(3, 4)", "optim.weight_decay=0.01", "optim.lr=tag(log, interval(1e-3, 1e-2))",
+                     f"hydra.sweep.dir={sweep}", cwd=tmp_path, check=False)
+    rows = json.loads((sweep / "summary.json").read_text())
+    assert sorted(r["status"] for r in rows) == ["failed", "ok"], proc.stdout
+    ok = next(r for r in rows if r["status"] == "ok")
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert ok["objective"] == ok["final_val_loss"] == results["best_value"]
+    assert ok["optuna"] == "best" and "model.n_heads=4" in ok["overrides"]
+    assert f"optuna best trial: job {ok['job']}" in proc.stdout
+
+
+def test_nsga2_search_reports_the_pareto_front(tmp_path: Path, cache: Path) -> None:
+    sweep = tmp_path / "sweep"
+    proc = run_forge(*_tiny_without(cache, "model.d_model", "model.n_layers", "trainer.max_steps"), "trainer.max_steps=10",
+                     "hparams_search=nsga2", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "model.d_model=choice(16, 32)",
+                     "model.n_layers=1", "optim.lr=0.003", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    rows = json.loads((sweep / "summary.json").read_text())
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    for r in rows:
+        assert r["objective"] == [r["best_val_exact_match"], r["parameters"]]
+    front = [r for r in rows if r.get("optuna") == "pareto"]
+    solutions = yaml.safe_load((sweep / "optimization_results.yaml").read_text())["solutions"]
+    assert len(front) == len(solutions) >= 1
+    for r in front:  # nothing on the front is beaten on both objectives by another trial
+        acc, size = r["objective"]
+        assert not any(o["objective"][0] >= acc and o["objective"][1] <= size and o["objective"] != r["objective"] for o in rows)
+    assert "Pareto front" in proc.stdout
+
+
+def test_submitit_local_launcher_runs_each_point_as_a_job(tmp_path: Path, cache: Path) -> None:
+    sweep = tmp_path / "sweep"
+    run_forge("-m", "hydra/launcher=submitit_local", *tiny(cache), "trainer.max_steps=5,10", f"hydra.sweep.dir={sweep}",
+              cwd=tmp_path)
+    rows = json.loads((sweep / "summary.json").read_text())
+    assert [(r["status"], r["steps"]) for r in rows] == [("ok", 5), ("ok", 10)]
+    assert (sweep / ".submitit").is_dir()

@@ -18,6 +18,14 @@ STAGES = ("all", "prepare", "train", "compress", "evaluate", "export")
 
 
 @dataclass
+class CVSchema:
+    folds: Optional[int] = None
+    fold: Optional[int] = None
+    stratify: bool = True
+    seed: int = 0
+
+
+@dataclass
 class ForgeConfig:
     """Top-level keys; the groups are checked one by one against SCHEMAS."""
 
@@ -25,6 +33,9 @@ class ForgeConfig:
     seed: int = 0
     resume: Optional[str] = None
     cache_dir: Optional[str] = None
+    # Metric names (train.json / metrics.json) a sweeper optimizes; null: test exact match.
+    objective: Optional[list[str]] = None
+    cv: CVSchema = field(default_factory=CVSchema)
     model: Any = None
     data: Any = None
     curriculum: Any = None

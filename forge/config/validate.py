@@ -36,7 +36,16 @@ def validate(cfg: DictConfig, where: Optional[Where] = None) -> DictConfig:
         value = OmegaConf.select(top, key)
         if value is not None and value not in allowed:
             raise ConfigError(f"{key}={value}: not a valid choice{where(key)}.{suggest(str(value), allowed)} " + choices_text(allowed))
+    _check_cv(top, where)
     return top
+
+
+def _check_cv(top: DictConfig, where: Where) -> None:
+    folds, fold = top.cv.folds, top.cv.fold
+    if folds is not None and folds < 2:
+        raise ConfigError(f"cv.folds={folds}: cross-validation needs at least 2 folds{where('cv.folds')}; or null for none.")
+    if fold is not None and (folds is None or not 0 <= fold < folds):
+        raise ConfigError(f"cv.fold={fold}: must be one of 0..cv.folds-1 and needs cv.folds{where('cv.fold')}.")
 
 
 def _schema(group: str, node: DictConfig, where: Where) -> type:

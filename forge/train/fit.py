@@ -106,6 +106,7 @@ def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
             "train_seconds": round(seconds, 3),
             "steps_per_second": _loop_rate(trainer),
             "final_train_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
+            "final_val_loss": float(trainer.callback_metrics.get("val/loss", float("nan"))),
         }
         stop = next((cb for cb in trainer.callbacks if isinstance(cb, StopAt)), None)
         if stop is not None:

@@ -1,0 +1,80 @@
+"""K-fold cross-validation of a recipe: `cv.folds=K` trains K models, fold k in `RUN/fold_k` on
+its own split (forge.data.folds), and reports each metric's mean, standard deviation and 95%
+confidence interval over the folds in `RUN/cv.json`.
+
+Each fold is an ordinary run directory, so folds resume independently: the same command with
+`resume=RUN` skips finished folds and continues an unfinished one from its last checkpoint. One
+fold alone is `cv.fold=k` (e.g. one cluster job per fold: `forge -m cv.folds=5 cv.fold=0,1,2,3,4`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from forge import io
+
+log = logging.getLogger(__name__)
+FOLD_DONE = "fold.json"  # written when a fold's run has finished
+
+
+def run_folds(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    """Run (or, with resume, finish) every fold and return the cross-validation summary."""
+    from forge.stages import execute
+
+    folds = cfg.cv.folds
+    per_fold: list[dict[str, Any]] = []
+    for k in range(folds):
+        fold_dir = run_dir / f"fold_{k}"
+        done = fold_dir / FOLD_DONE
+        if cfg.resume and done.exists():
+            log.info("cv: fold %d of %d already finished in %s", k, folds, fold_dir)
+            per_fold.append(json.loads(done.read_text()))
+            continue
+        fold_cfg = OmegaConf.merge(cfg, {"cv": {"fold": k}, "stage": "all"})
+        fold_cfg.resume = str(fold_dir) if cfg.resume and (fold_dir / "checkpoints" / "last.ckpt").exists() else None
+        log.info("cv: fold %d of %d in %s%s", k, folds, fold_dir, " (resumed)" if fold_cfg.resume else "")
+        metrics = execute(fold_cfg, fold_dir).metrics
+        io.write_json(done, metrics)
+        per_fold.append(metrics)
+    summary = {"folds": folds, "fold_dirs": [str(run_dir / f"fold_{k}") for k in range(folds)], "metrics": aggregate(per_fold)}
+    io.write_json(run_dir / "cv.json", summary)
+    print_cv(summary)
+    return summary
+
+
+def aggregate(per_fold: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean, sample standard deviation and Student-t 95% interval of every numeric metric all
+    folds report."""
+    from scipy.stats import t
+
+    names = [k for k, v in per_fold[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    out = {}
+    for name in names:
+        values = [float(m[name]) for m in per_fold if isinstance(m.get(name), (int, float))]
+        if len(values) != len(per_fold):
+            continue
+        n = len(values)
+        mean = sum(values) / n
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+        half = float(t.ppf(0.975, n - 1)) * std / math.sqrt(n) if n > 1 else float("nan")
+        out[name] = {"mean": mean, "std": std, "ci95": [mean - half, mean + half], "values": values}
+    return out
+
+
+def print_cv(summary: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"cross-validation: {summary['folds']} folds (95% interval: Student t)")
+    for column in ("metric", "mean", "std", "95% interval", "per fold"):
+        table.add_column(column)
+    for name, s in summary["metrics"].items():
+        lo, hi = s["ci95"]
+        table.add_row(name, f"{s['mean']:.4g}", f"{s['std']:.3g}", f"[{lo:.4g}, {hi:.4g}]", " ".join(f"{v:.4g}" for v in s["values"]))
+    Console().print(table)
