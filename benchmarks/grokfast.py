@@ -7,7 +7,7 @@ decay, EMA (α 0.98, λ 2) with 0.005, MA (window 100, λ 5) with 0.01. A run st
 cap; a baseline that hits the cap makes the speed-up a lower bound. Writes
 results/grokfast_modular.json, .md and .png (validation accuracy against steps).
 
-    python benchmarks/grokfast.py --baseline-cap 20000 --grokfast-cap 5000
+    python benchmarks/grokfast.py --baseline-cap 10000 --grokfast-cap 5000 --parallel 3 --threads 1
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -104,23 +105,31 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
-    parser.add_argument("--baseline-cap", type=int, default=20000)
+    parser.add_argument("--baseline-cap", type=int, default=10000)
     parser.add_argument("--grokfast-cap", type=int, default=5000)
     parser.add_argument("--baseline-val-every", type=int, default=100)
     parser.add_argument("--grokfast-val-every", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=Path("grokfast_runs"))
     parser.add_argument("--out", type=Path, default=HERE / "results" / "grokfast_modular.json")
+    parser.add_argument("--parallel", type=int, default=1, help="runs side by side (give each --threads 1)")
     args = parser.parse_args()
+    cache = args.workdir / "cache"
+    subprocess.run([sys.executable, "-m", "forge", "+recipe=grokfast_modular", "stage=prepare", f"cache_dir={cache}",
+                    f"hydra.run.dir={args.workdir / 'prepare'}"], check=True, stdout=subprocess.DEVNULL)
+
+    def one(job: tuple[str, int]) -> dict:
+        method, seed = job
+        baseline = method == "baseline"
+        r = run(method, seed, args.baseline_cap if baseline else args.grokfast_cap,
+                args.baseline_val_every if baseline else args.grokfast_val_every, args.threads, args.workdir, cache)
+        print(json.dumps({k: v for k, v in r.items() if k != "curve"}), flush=True)
+        return r
+
+    with ThreadPoolExecutor(args.parallel) as pool:
+        runs = list(pool.map(one, [(m, s) for m in args.methods for s in args.seeds]))
     previous = json.loads(args.out.read_text())["runs"] if args.out.exists() else []
-    runs = [r for r in previous if r["method"] not in args.methods]  # methods not run now are kept
-    for method in args.methods:
-        for seed in args.seeds:
-            baseline = method == "baseline"
-            r = run(method, seed, args.baseline_cap if baseline else args.grokfast_cap,
-                    args.baseline_val_every if baseline else args.grokfast_val_every, args.threads, args.workdir, args.workdir / "cache")
-            print(json.dumps({k: v for k, v in r.items() if k != "curve"}), flush=True)
-            runs.append(r)
+    runs += [r for r in previous if r["method"] not in args.methods]  # methods not run now are kept
     result = {"date": dt.date.today().isoformat(),
               "machine": f"{platform.machine()}, {args.threads} threads, torch {torch.__version__}, Python {sys.version.split()[0]}",
               "task": "x*y mod 97, 50% of the 9,409 pairs trained on, validation = the other half",

@@ -26,7 +26,6 @@ from datetime import date
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 HERE = Path(__file__).resolve().parent
 

@@ -108,3 +108,23 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 FIXTURES = REPO / "tests" / "fixtures" / "sft"
+
+
+def kill_at_first_checkpoint(*args: str, run_dir: Path, cwd: Path) -> int:
+    """Start `forge ARGS` in `run_dir`, SIGKILL it as soon as its first checkpoint is on disk
+    (checkpoints are written atomically, so that one is whole) and return the checkpoint's step."""
+    import time
+
+    import torch
+
+    proc = subprocess.Popen([sys.executable, "-m", "forge", *args, f"hydra.run.dir={run_dir}"], cwd=cwd, env=forge_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 120
+    while proc.poll() is None and time.time() < deadline and not ckpt.exists():
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait()
+    if proc.returncode != -9:
+        pytest.fail("the run finished before it could be killed; make it longer")
+    return torch.load(ckpt, weights_only=True)["global_step"]

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import forge_env, run_forge
+from conftest import kill_at_first_checkpoint, run_forge
 
 SMALL = [
     "trainer.log_every_n_steps=1",
@@ -71,20 +68,8 @@ def test_staged_curriculum_graduates_then_spends_its_budget(tmp_path: Path, mixt
 def test_curriculum_resumes_mid_stage_exactly(tmp_path: Path, mixture_args: list[str]) -> None:
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     run_forge(*mixture_args, f"hydra.run.dir={straight}", cwd=tmp_path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "forge", *mixture_args, f"hydra.run.dir={broken}"],
-        cwd=tmp_path, env=forge_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    ckpt = broken / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    while proc.poll() is None and time.time() < deadline and not ckpt.exists():
-        time.sleep(0.01)
-    proc.kill()  # checkpoints are written atomically: the one on disk (step 10 or so) is whole
-    proc.wait()
-    if proc.returncode != -9:
-        pytest.fail("the run finished before it could be killed; make it longer")
-    killed_at = torch.load(ckpt, weights_only=True)
-    assert 6 < killed_at["global_step"] < 66 and "model_carry" in killed_at  # mid second stage
+    assert 6 < kill_at_first_checkpoint(*mixture_args, run_dir=broken, cwd=tmp_path) < 66  # mid second stage
+    assert "model_carry" in torch.load(broken / "checkpoints" / "last.ckpt", weights_only=True)
     run_forge(*mixture_args, f"hydra.run.dir={broken}", f"resume={broken}", cwd=tmp_path)
     a, b = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in (straight, broken))
     assert a["global_step"] == b["global_step"] == 66

@@ -3,17 +3,13 @@ resumed run that continues the filter exactly."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
-import pytest
 import torch
 from torch import nn
 
-from conftest import forge_env, run_forge
+from conftest import kill_at_first_checkpoint, run_forge
 from forge.train.grokfast import GrokFast
 
 GRADS = [torch.tensor([1.0, -2.0]), torch.tensor([3.0, 0.0]), torch.tensor([-1.0, 4.0]), torch.tensor([2.0, 2.0])]
@@ -85,18 +81,7 @@ def test_grokfast_state_survives_a_killed_run(tmp_path: Path) -> None:
     run_forge("stage=prepare", *args[:-1], f"hydra.run.dir={straight}", cwd=tmp_path)
     run_forge("stage=prepare", *args[:-1], f"hydra.run.dir={broken}", cwd=tmp_path)
     run_forge(*args, f"hydra.run.dir={straight}", cwd=tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "forge", *args, f"hydra.run.dir={broken}"], cwd=tmp_path,
-                            env=forge_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = broken / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    while proc.poll() is None and time.time() < deadline and not ckpt.exists():
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait()
-    if proc.returncode != -9:
-        pytest.fail("the run finished before it could be killed; make it longer")
-    killed_at = torch.load(ckpt, weights_only=True)
-    assert 0 < killed_at["global_step"] < 80
+    assert 0 < kill_at_first_checkpoint(*args, run_dir=broken, cwd=tmp_path) < 80
     run_forge(*args, f"hydra.run.dir={broken}", f"resume={broken}", cwd=tmp_path)
     a, b = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True) for r in (straight, broken))
     assert a["global_step"] == b["global_step"] == 80

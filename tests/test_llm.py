@@ -4,16 +4,13 @@ resume is exact, and every export loads back in its consumer library with the sa
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import FIXTURES, forge_env, run_forge
+from conftest import FIXTURES, kill_at_first_checkpoint, run_forge
 
 
 def lm_args(tiny_lm: Path, cache: Path, *extra: str) -> list[str]:
@@ -78,21 +75,10 @@ def test_lora_resume_after_sigkill_is_exact(tmp_path: Path, cache: Path, tiny_lm
     for run in (straight, broken):
         run_forge(*args, "stage=prepare", f"hydra.run.dir={run}", cwd=tmp_path)
     run_forge(*args, "stage=train", f"hydra.run.dir={straight}", cwd=tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "forge", *args, "stage=train", f"hydra.run.dir={broken}"], cwd=tmp_path,
-                            env=forge_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ckpt = broken / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 120
-    while proc.poll() is None and time.time() < deadline and not ckpt.exists():
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait()
-    if proc.returncode != -9:
-        pytest.fail("the run finished before it could be killed")
-    killed_at = torch.load(ckpt, weights_only=True)["global_step"]
-    assert 0 < killed_at < 40
+    assert 0 < kill_at_first_checkpoint(*args, "stage=train", run_dir=broken, cwd=tmp_path) < 40
     run_forge(*args, "stage=train", f"hydra.run.dir={broken}", f"resume={broken}", cwd=tmp_path)
     want = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=True)
-    got = torch.load(ckpt, weights_only=True)
+    got = torch.load(broken / "checkpoints" / "last.ckpt", weights_only=True)
     assert want["global_step"] == got["global_step"] == 40 and want["tokens_seen"] == got["tokens_seen"]
     for name, tensor in want["state_dict"].items():
         assert torch.equal(tensor, got["state_dict"][name]), name

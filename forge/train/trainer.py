@@ -6,7 +6,6 @@ import logging
 import os
 import sys
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import lightning as L
