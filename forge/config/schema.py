@@ -57,6 +57,7 @@ class TransformerSchema:
     d_ff: int = MISSING
     dropout: float = MISSING
     causal: bool = MISSING
+    init: str = "small"
 
 
 @dataclass
@@ -457,6 +458,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.dtype": ("float32", "bfloat16", "float16"),
     "model.variant": ("hrm", "trm"),
     "model.mixer": ("attention", "mlp"),
+    "model.init": ("small", "torch_default"),
     "data.version": ("arcagi1", "arcagi2"),
     "data.mode": ("kv", "needle"),
 }
