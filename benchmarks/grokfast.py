@@ -7,7 +7,7 @@ decay, EMA (α 0.98, λ 2) with 0.005, MA (window 100, λ 5) with 0.01. A run st
 cap; a baseline that hits the cap makes the speed-up a lower bound. Writes
 results/grokfast_modular.json, .md and .png (validation accuracy against steps).
 
-    python benchmarks/grokfast.py --baseline-cap 10000 --grokfast-cap 5000 --parallel 5 --threads 1
+    python benchmarks/grokfast.py --baseline-cap 15000 --grokfast-cap 5000 --parallel 5 --threads 1
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="*", default=list(METHODS))
-    parser.add_argument("--baseline-cap", type=int, default=10000)
+    parser.add_argument("--baseline-cap", type=int, default=15000)
     parser.add_argument("--grokfast-cap", type=int, default=5000)
     parser.add_argument("--baseline-val-every", type=int, default=200)
     parser.add_argument("--grokfast-val-every", type=int, default=20)
