@@ -136,7 +136,7 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from forge.stages import execute
+    from forge.runner import run
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
@@ -146,7 +146,7 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
 
         return run_point(cfg, run_dir, Path(hc.sweep.dir))
     try:
-        return execute(cfg, run_dir).objective
+        return run(cfg, run_dir).objective
     except ForgeError as e:  # Hydra would print a traceback: report it the forge way
         _exit_with(e)
         return None
@@ -164,7 +164,7 @@ def _run_params_file(argv: list[str]) -> None:
     This is how dvc.yaml runs each stage: DVC composes params.yaml, forge runs from it.
     """
     from forge.config.errors import yaml_line
-    from forge.stages import execute
+    from forge.runner import run
 
     import logging
 
@@ -180,7 +180,7 @@ def _run_params_file(argv: list[str]) -> None:
         line = yaml_line(Path(params), key.split("."))
         return f" ({params}:{line})" if line else ""
 
-    execute(validate(cfg, where), Path(run_dir), record=False)
+    run(validate(cfg, where), Path(run_dir), record=False)
 
 
 def _split_params_args(argv: list[str]) -> tuple[str, str, list[str]]:

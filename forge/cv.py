@@ -13,20 +13,19 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
-from forge import io
+from forge import atomic
 
 log = logging.getLogger(__name__)
 FOLD_DONE = "fold.json"  # written when a fold's run has finished
 
 
-def run_folds(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Run (or, with resume, finish) every fold and return the cross-validation summary."""
-    from forge.stages import execute
-
+def run_folds(cfg: DictConfig, run_dir: Path, run_fold: Callable[[DictConfig, Path], Any]) -> dict[str, Any]:
+    """Run (or, with resume, finish) every fold with `run_fold(fold_cfg, fold_dir)` (the runner,
+    whose result has `.metrics`) and return the cross-validation summary."""
     folds = cfg.cv.folds
     per_fold: list[dict[str, Any]] = []
     for k in range(folds):
@@ -39,11 +38,11 @@ def run_folds(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         fold_cfg = OmegaConf.merge(cfg, {"cv": {"fold": k}, "stage": "all"})
         fold_cfg.resume = str(fold_dir) if cfg.resume and (fold_dir / "checkpoints" / "last.ckpt").exists() else None
         log.info("cv: fold %d of %d in %s%s", k, folds, fold_dir, " (resumed)" if fold_cfg.resume else "")
-        metrics = execute(fold_cfg, fold_dir).metrics
-        io.write_json(done, metrics)
+        metrics = run_fold(fold_cfg, fold_dir).metrics
+        atomic.write_json(done, metrics)
         per_fold.append(metrics)
     summary = {"folds": folds, "fold_dirs": [str(run_dir / f"fold_{k}") for k in range(folds)], "metrics": aggregate(per_fold)}
-    io.write_json(run_dir / "cv.json", summary)
+    atomic.write_json(run_dir / "cv.json", summary)
     print_cv(summary)
     return summary
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from forge import io
+from forge import atomic
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,14 @@ class RunPaths:
 
 def record_run(cfg: DictConfig, paths: RunPaths) -> None:
     """Resolved config, command line, and the git commit plus uncommitted diff of the code."""
-    io.write_text(paths.config, OmegaConf.to_yaml(cfg, resolve=True))
-    io.write_text(paths.root / "command.txt", " ".join(["forge", *sys.argv[1:]]) + "\n")
+    atomic.write_text(paths.config, OmegaConf.to_yaml(cfg, resolve=True))
+    atomic.write_text(paths.root / "command.txt", " ".join(["forge", *sys.argv[1:]]) + "\n")
     commit, diff = _git("rev-parse", "HEAD"), _git("diff", "HEAD")
-    io.write_json(
+    atomic.write_json(
         paths.root / "git.json",
         {"commit": commit.strip() or None, "dirty": bool(diff.strip())},
     )
-    io.write_text(paths.root / "git.diff", diff)
+    atomic.write_text(paths.root / "git.diff", diff)
 
 
 def _git(*args: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any, Optional, Union
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from forge import io
+from forge import atomic
 
 log = logging.getLogger("forge.sweep")
 STATUS_FILE = "status.json"
@@ -32,18 +32,18 @@ def run_point(cfg: DictConfig, run_dir: Path, sweep_dir: Path) -> Optional[Union
 
 
 def _run(cfg: DictConfig, run_dir: Path) -> Optional[Union[float, list[float]]]:
-    from forge.stages import execute
+    from forge.runner import run
 
     try:
-        objective = execute(cfg, run_dir).objective
+        objective = run(cfg, run_dir).objective
         values = objective if isinstance(objective, list) else [objective]
         if any(v is not None and math.isnan(v) for v in values):
             raise ValueError(f"the objective {cfg.get('objective')} is NaN: {objective}")
     except Exception as e:  # one failed point must not stop the sweep
         log.error("sweep point failed: %s", e)
-        io.write_json(run_dir / STATUS_FILE, {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+        atomic.write_json(run_dir / STATUS_FILE, {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
         return None
-    io.write_json(run_dir / STATUS_FILE, {"status": "ok", "objective": objective})
+    atomic.write_json(run_dir / STATUS_FILE, {"status": "ok", "objective": objective})
     return objective
 
 
@@ -107,8 +107,8 @@ def write_summary(sweep_dir: Path) -> list[dict[str, Any]]:
     rows = collect(sweep_dir)
     mark_optuna_results(rows, sweep_dir)
     columns = list(dict.fromkeys(k for row in rows for k in row))
-    io.write_json(sweep_dir / "summary.json", rows)
-    with io.atomic_open(sweep_dir / "summary.csv", "w") as f:
+    atomic.write_json(sweep_dir / "summary.json", rows)
+    with atomic.atomic_open(sweep_dir / "summary.csv", "w") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)

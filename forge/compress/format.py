@@ -16,14 +16,14 @@ from typing import Any
 
 import torch
 
-from forge import io
+from forge import atomic
 from forge.compress.packed import Packed
 
 KEY = "forge.compress"
 
 
 def save(path: Path, packed: dict[str, Packed], floats: dict[str, torch.Tensor], tied: dict[str, str] | None = None) -> None:
-    io.write_with(path, lambda tmp: Path(tmp).write_bytes(to_bytes(packed, floats, tied)))
+    atomic.write_with(path, lambda tmp: Path(tmp).write_bytes(to_bytes(packed, floats, tied)))
 
 
 def to_bytes(packed: dict[str, Packed], floats: dict[str, torch.Tensor], tied: dict[str, str] | None = None) -> bytes:

@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
-from forge import io
+from forge import atomic
 from forge.compress import format as cformat
 from forge.compress.packed import Packed
 from forge.errors import ForgeError
@@ -77,7 +77,7 @@ class Compressor(ABC):
         packed, floats, tied = self.run(self.prepare(trained_model(cfg, paths)), *calibration(cfg, paths))
         cformat.save(paths.compressed, packed, floats, tied)
         report = {"method": type(self).__name__.lower(), **cformat.size_report(paths.compressed), **self.notes}
-        io.write_json(paths.compress_report, report)
+        atomic.write_json(paths.compress_report, report)
         log.info("compress: %d matrices at %.3f bits/weight (side information included), file %.3f bits/parameter, float: %s",
                  len(packed), report["compressed_bits_per_weight"], report["file_bits_per_parameter"], ", ".join(report["float_tensors"]))
         return report

@@ -18,7 +18,7 @@ import numpy as np
 
 from forge.data.prepare import load_meta
 from forge.errors import ForgeError
-from forge.io import atomic_dir, write_json
+from forge.atomic import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 

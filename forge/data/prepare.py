@@ -17,7 +17,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from forge.config.instantiate import instantiate
-from forge.io import atomic_dir, write_json
+from forge.atomic import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 2

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import torch
 from omegaconf import DictConfig
 
-from forge import io
+from forge import atomic
 from forge.data.loader import SplitDataset
 from forge.data.prepare import load_meta
 from forge.data.task import IGNORE
@@ -90,6 +90,6 @@ def evaluate(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
         metrics.update({f"test/{k}": v for k, v in evaluate_arc(model, paths.data, cfg.eval.batch_size).items()})
     metrics["parameters"] = count_parameters(model)
     metrics["checkpoint"] = ckpt.name
-    io.write_json(paths.metrics, metrics)
+    atomic.write_json(paths.metrics, metrics)
     log.info("evaluate: %s", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     return metrics

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from forge import io
+from forge import atomic
 from forge.data.loader import SplitDataset
 from forge.errors import ForgeError
 from forge.run_dir import RunPaths
@@ -81,14 +81,14 @@ def evaluate(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
             if he_cfg is not None:
                 log.info("evaluate: HumanEval (%s model)", prefix.rstrip("/") or "fine-tuned")
                 scores, records = _humaneval(m, tokenizer, he_cfg, cfg.seed, merge=not prefix)
-                io.write_text(paths.humaneval(prefix.rstrip("/") or "fine-tuned", scores["prompt"]), "".join(json.dumps(r) + "\n" for r in records))
+                atomic.write_text(paths.humaneval(prefix.rstrip("/") or "fine-tuned", scores["prompt"]), "".join(json.dumps(r) + "\n" for r in records))
                 metrics.update({f"{prefix}humaneval/{k}": v for k, v in scores.items()})
     if cfg.compressor.get("_target_") is not None:
         from forge.compress.compare import compare_lm
 
         metrics.update(compare_lm(cfg, paths, module.lm, data))
     metrics["parameters"] = sum(p.numel() for p in module.model.parameters())
-    io.write_json(paths.metrics, metrics)
+    atomic.write_json(paths.metrics, metrics)
     log.info("evaluate: %s", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
     return metrics
 

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from forge import io
+from forge import atomic
 from forge.errors import ForgeError
 from forge.run_dir import RunPaths
 
@@ -49,7 +49,7 @@ def export_adapter(peft_model: Any, tokenizer: Any, folder: Path, base: Any) -> 
     """`base`: a fresh copy of the base model for PeftModel.from_pretrained to load into."""
     from peft import PeftModel
 
-    with io.atomic_dir(folder) as tmp:
+    with atomic.atomic_dir(folder) as tmp:
         peft_model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
     reloaded = PeftModel.from_pretrained(base, str(folder))
@@ -64,7 +64,7 @@ def export_merged(model: Any, tokenizer: Any, folder: Path) -> tuple[Any, float]
     ids = probe(model.config.vocab_size)
     expected = logits(model, ids)
     merged = copy.deepcopy(model).merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    with io.atomic_dir(folder) as tmp:
+    with atomic.atomic_dir(folder) as tmp:
         merged.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
     reloaded = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
@@ -77,9 +77,9 @@ def export_gguf(merged: Any, tokenizer: Any, folder: Path, gguf_type: str, pre: 
     from forge.export.gguf import write_gguf
     from forge.export.ollama import modelfile
 
-    with io.atomic_dir(folder) as tmp:
+    with atomic.atomic_dir(folder) as tmp:
         write_gguf(merged, tokenizer, tmp / "model.gguf", gguf_type, pre)
-        io.write_text(tmp / "Modelfile", modelfile("model.gguf", tokenizer, parameters))
+        atomic.write_text(tmp / "Modelfile", modelfile("model.gguf", tokenizer, parameters))
     reloaded = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file="model.gguf", dtype=torch.float32)
     ids = probe(merged.config.vocab_size)
     return check(f"gguf ({gguf_type})", logits(merged, ids), logits(reloaded, ids), TOLERANCE["gguf"][gguf_type])
@@ -90,9 +90,9 @@ def export_compressed(cfg: DictConfig, paths: RunPaths, tokenizer: Any) -> float
     from forge.compress.stage import compressed_model
 
     folder = paths.model / "compressed"
-    with io.atomic_dir(folder) as tmp:
+    with atomic.atomic_dir(folder) as tmp:
         shutil.copyfile(paths.compressed, tmp / "model.safetensors")
-        io.write_json(tmp / "forge_compressed.json", {"model": OmegaConf.to_container(cfg.model, resolve=True),
+        atomic.write_json(tmp / "forge_compressed.json", {"model": OmegaConf.to_container(cfg.model, resolve=True),
                                                       "compressor": OmegaConf.to_container(cfg.compressor, resolve=True)})
         tokenizer.save_pretrained(str(tmp))
         ids = probe(len(tokenizer))
@@ -127,7 +127,7 @@ def export(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
     report: dict[str, Any] = {"checkpoint": ckpt.name}
     if cfg.compressor.get("_target_") is not None:  # the packed model is what this run made
         report["compressed_max_logit_diff"] = export_compressed(cfg, paths, tokenizer)
-        io.write_json(paths.model / "export.json", report)
+        atomic.write_json(paths.model / "export.json", report)
         log.info("export: %s (compressed; adapter, merged and GGUF exports are of float models)", paths.model)
         return report
     model = module.model
@@ -142,6 +142,6 @@ def export(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
         parameters = OmegaConf.to_container(cfg.export.ollama, resolve=True)
         pre = gguf_pre_tokenizer(spec) or cfg.export.gguf_pre
         report["gguf_max_logit_diff"] = export_gguf(merged, tokenizer, paths.model / "gguf", cfg.export.gguf_type, pre, parameters)
-    io.write_json(paths.model / "export.json", report)
+    atomic.write_json(paths.model / "export.json", report)
     log.info("export: %s", paths.model)
     return report

@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from forge import io
+from forge import atomic
 from forge.data.prepare import load_meta
 from forge.errors import ForgeError
 from forge.models import build_model
@@ -32,14 +32,14 @@ def export(cfg: DictConfig, paths: RunPaths, model: torch.nn.Module, packed: Opt
         "max_len": meta["seq_len"],
         "task": meta["task"],
     }
-    with io.atomic_dir(paths.model) as tmp:
+    with atomic.atomic_dir(paths.model) as tmp:
         if packed is not None:
             config["compressor"] = OmegaConf.to_container(cfg.compressor, resolve=True)
             shutil.copyfile(packed, tmp / "model.safetensors")
         else:
             state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        io.write_json(tmp / "config.json", config)
+        atomic.write_json(tmp / "config.json", config)
         _verify(model, tmp, len(meta["vocab"]), meta["seq_len"])
     log.info("export: %s", paths.model)
     return paths.model

@@ -122,7 +122,7 @@ def file_digest(path: Path) -> str:
 
 def _converted_gguf(path: Path, cache: Path) -> Path:
     """The GGUF file as a plain safetensors model folder, converted once per file content."""
-    from forge import io
+    from forge import atomic
 
     folder = cache / f"{path.stem}-{file_digest(path)}"
     if (folder / "config.json").exists():
@@ -141,10 +141,10 @@ def _converted_gguf(path: Path, cache: Path) -> Path:
     if set(missing) - tied or unexpected:
         raise ForgeError(f"model.source={path}: GGUF tensors do not match the architecture (missing {missing}, unexpected {unexpected})")
     plain.tie_weights()
-    with io.atomic_dir(folder) as tmp:
+    with atomic.atomic_dir(folder) as tmp:
         plain.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
-        io.write_json(tmp / "forge_source.json", {"gguf": path.name, "sha256_16": file_digest(path), "note": "dequantized from GGUF"})
+        atomic.write_json(tmp / "forge_source.json", {"gguf": path.name, "sha256_16": file_digest(path), "note": "dequantized from GGUF"})
     return folder
 
 

@@ -8,7 +8,7 @@ import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from forge.io import atomic_open
+from forge.atomic import atomic_open
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

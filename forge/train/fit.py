@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from forge import io
+from forge import atomic
 from forge.curriculum.base import Curriculum
 from forge.data.loader import ResumableBatchSampler, ResumableLoader, SplitDataset
 from forge.data.prepare import load_meta
@@ -118,7 +118,7 @@ def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
             summary["train_tokens_per_second"] = round(module.tokens_this_run / seconds, 1)
         else:
             summary["best_val_exact_match"] = best
-        io.write_json(paths.train_metrics, summary)
+        atomic.write_json(paths.train_metrics, summary)
     return trainer
 
 

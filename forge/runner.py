@@ -1,0 +1,115 @@
+"""One run: its stages in order in one run directory, or (with cv.folds) one run per fold.
+
+The CLI, DVC (`--params`), sweep points and cross-validation folds all run through `run`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+from omegaconf import DictConfig, OmegaConf
+
+from forge.errors import ForgeError
+from forge.run_dir import RunPaths, record_run
+from forge.stages import ORDER, STAGES
+
+log = logging.getLogger("forge")
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, Any] = field(default_factory=dict)
+    # What a sweeper optimizes: the metrics named by `objective` (one number, or a list for a
+    # multi-objective search); by default test exact match (pass@1 for code) when evaluated.
+    objective: Optional[Union[float, list[float]]] = None
+
+
+def run(cfg: DictConfig, run_dir: Path, record: bool = True) -> RunResult:
+    """Run cfg.stage (or all stages) in `run_dir`. `record=False` skips the config/command/git
+    record, for DVC, whose params.yaml and dvc.lock already are that record."""
+    paths = RunPaths(Path(run_dir))
+    rank_zero = _is_rank_zero()
+    if cfg.resume:
+        _check_same_run(cfg, paths)
+    if rank_zero and record:
+        record_run(cfg, paths)
+    objective = cfg.get("objective") if cfg.stage in ("all", "evaluate") else None
+    if cfg.cv.folds and cfg.cv.fold is None:
+        from forge.cv import run_folds
+
+        means = {name: s["mean"] for name, s in run_folds(cfg, paths.root, run)["metrics"].items()}
+        return RunResult(means, _objective(means, objective, f"the fold means of {paths.root / 'cv.json'}"))
+    names = ORDER if cfg.stage == "all" else (cfg.stage,)
+    for name in names:
+        log.info("== %s", name)
+        STAGES[name](cfg, paths)
+        if name == "train" and not _is_rank_zero():
+            return RunResult()  # other ranks only train; rank 0 evaluates and exports
+    result = _result(paths, objective)
+    if rank_zero and cfg.stage in ("all", "evaluate"):
+        from forge.summary import print_run_summary
+
+        artifacts = {p.name: str(p) for p in (paths.last_ckpt, paths.best_ckpt, paths.model) if p.exists()}
+        print_run_summary(str(paths.root), result.metrics, artifacts)
+    return result
+
+
+def _result(paths: RunPaths, names: Optional[Sequence[str]] = None) -> RunResult:
+    metrics: dict[str, Any] = {}
+    for f in (paths.train_metrics, paths.metrics):
+        if f.exists():
+            metrics.update(json.loads(f.read_text()))
+    where = f"{paths.train_metrics.name} or {paths.metrics.name} of {paths.root}"
+    return RunResult(metrics, _objective(metrics, names, where))
+
+
+def _objective(metrics: dict[str, Any], names: Optional[Sequence[str]], where: str) -> Optional[Union[float, list[float]]]:
+    """The metrics `names` (one number, or a list); without names, test exact match or pass@1."""
+    if not names:
+        return next((v for k, v in metrics.items() if k.endswith(("/exact_match", "humaneval/pass@1")) and not k.startswith("base/")), None)
+    missing = [n for n in names if not isinstance(metrics.get(n), (int, float))]
+    if missing:
+        known = ", ".join(sorted(k for k, v in metrics.items() if isinstance(v, (int, float))))
+        raise ForgeError(f"objective: no metric {', '.join(missing)} in {where}; metrics there: {known}")
+    values = [float(metrics[n]) for n in names]
+    return values[0] if len(values) == 1 else values
+
+
+def _check_same_run(cfg: DictConfig, paths: RunPaths) -> None:
+    """Resuming with a different config would silently mix two runs: refuse, naming the keys."""
+    if not paths.config.exists():
+        raise ForgeError(f"resume={cfg.resume}: {paths.config} not found; is this a forge run directory?")
+    before = _flat(OmegaConf.load(paths.config))
+    now = _flat(cfg)
+    same_run_keys = (before.keys() | now.keys()) - {"resume", "stage"}
+    changed = sorted(k for k in same_run_keys if before.get(k) != now.get(k))
+    if changed:
+        raise ForgeError(
+            f"resume={cfg.resume}: the config differs from the run's saved config.yaml in "
+            + ", ".join(f"{k} ({before.get(k)!r} -> {now.get(k)!r})" for k in changed[:5])
+            + ". Resume with the same overrides as the original command."
+        )
+
+
+def _flat(cfg: DictConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}{k}.")
+        else:
+            out[prefix[:-1]] = node
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return out
+
+
+def _is_rank_zero() -> bool:
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
