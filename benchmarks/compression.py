@@ -30,7 +30,8 @@ import torch
 from forge.compress import format as cformat
 from forge.compress.bitnet import BitNet
 from forge.compress.rtn import RTN
-from forge.compress.stage import Compressor, load_packed
+from forge.compress.base import Compressor
+from forge.compress.load import load_packed
 from forge.compress.vptq import VPTQ
 from forge.eval.text import latency, log_probs, perplexity, windows
 from forge.models.hf import HFCausalLM

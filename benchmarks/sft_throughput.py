@@ -76,10 +76,11 @@ def child_forge(run_dir: Path, steps: int) -> dict:
     forge_run(run_dir, "stage=train", f"trainer.max_steps={steps}", f"trainer.val_every_n_steps={epoch}",
               f"trainer.checkpoint_every_n_steps={steps}")
     train = json.loads((run_dir / "train.json").read_text())
-    from forge.eval.lm import load_finetuned
     from forge.run_dir import RunPaths
+    from forge.train.causal_lm import load_checkpoint
+    from forge.train.checkpoints import best_or_last
 
-    module, _ = load_finetuned(RunPaths(run_dir))
+    module = load_checkpoint(str(best_or_last(RunPaths(run_dir))))
     return {"tokens": train["train_tokens"], "seconds": train["train_seconds"], "steps": train["steps"], "lm": module.lm}
 
 

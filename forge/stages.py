@@ -1,93 +1,167 @@
 """The stages of a run: prepare -> train -> compress -> evaluate -> export.
 
 `forge +recipe=X` runs them all in one process and `stage=NAME` (or `forge --params ...` from
-dvc.yaml) runs one; both go through `forge.runner.run`. Each stage reads the config and the artifacts of the
-stages before it from the run directory, and writes its own there.
+dvc.yaml) runs one; both go through `forge.runner.run`. Each stage reads the config and the
+artifacts of the stages before it from the run directory, and writes its own there. A stage asks
+the run's model family (forge.families) for everything that depends on the kind of model.
+
+Each stage declares what it reads (config keys, artifacts, code) and writes; dvc.yaml is
+generated from these declarations (`forge dvc-yaml`), so DVC reruns a stage exactly when
+something it reads changed.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional
 
 from omegaconf import DictConfig
 
+from forge import atomic
 from forge.run_dir import RunPaths
 
+if TYPE_CHECKING:
+    from torch import nn
+
+    from forge.families import Family
+
 log = logging.getLogger("forge")
-ORDER = ("prepare", "train", "compress", "evaluate", "export")
 
 
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[DictConfig, RunPaths], None]
+    params: tuple[str, ...]  # config keys it reads
+    needs: tuple[str, ...]  # artifacts (paths in the run directory) of earlier stages
+    code: tuple[str, ...]  # the forge code it runs, beyond the stage and family modules
+    outs: tuple[str, ...] = ()  # artifacts it writes
+    metrics: tuple[str, ...] = ()  # small JSON files it writes (not cached by DVC)
+    plots: tuple[str, ...] = ()
+
+    def __call__(self, cfg: DictConfig, paths: RunPaths) -> None:
+        self.run(cfg, paths)
+
+
+STAGES: dict[str, Stage] = {}
+
+
+def stage(**declared: tuple[str, ...]) -> Callable[[Callable[[DictConfig, RunPaths], None]], Callable[[DictConfig, RunPaths], None]]:
+    def register(fn: Callable[[DictConfig, RunPaths], None]) -> Callable[[DictConfig, RunPaths], None]:
+        STAGES[fn.__name__] = Stage(fn.__name__, fn, **declared)
+        return fn
+
+    return register
+
+
+@stage(params=("data", "model", "cv"), needs=(), code=("forge/data",), outs=("data",))
 def prepare(cfg: DictConfig, paths: RunPaths) -> None:
+    """Text data is tokenized with the model's own tokenizer (the family says which, if any)."""
     from forge.data.prepare import prepare as prepare_data
+    from forge.families import family_of
 
-    tokenizer = None
-    if is_hf(cfg):  # text data is tokenized with the model's own tokenizer
-        from forge.models.hf import HFCausalLM
-
-        tokenizer = HFCausalLM.from_config(cfg.model, cfg.cache_dir).tokenizer()
-    prepare_data(cfg.data, cfg.cache_dir, paths.data, tokenizer)
+    prepare_data(cfg.data, cfg.cache_dir, paths.data, family_of(cfg).tokenizer(cfg))
     if cfg.cv.folds:
         from forge.data.folds import split_fold
 
         split_fold(paths.data, cfg.cv.folds, cfg.cv.fold, cfg.cv.stratify, cfg.cv.seed)
 
 
+@stage(
+    params=("model", "optim", "trainer", "curriculum", "peft", "compressor", "logger", "seed", "data.batch_size", "eval.batch_size"),
+    needs=("data",),
+    code=("forge/train", "forge/models", "forge/curriculum", "forge/compress", "forge/data/loader.py"),
+    outs=("checkpoints",),
+    metrics=("train.json",),
+    plots=("dvclive/plots/metrics",),
+)
 def train(cfg: DictConfig, paths: RunPaths) -> None:
+    """The family builds the module (with the compressor's training hook, for quantization-aware
+    training); fitting it is the same for every family."""
+    from forge.families import family_of
     from forge.train.fit import fit
 
-    fit(cfg, paths)
+    family = family_of(cfg)
+    fit(cfg, paths, lambda meta: family.module(cfg, meta))
 
 
+@stage(params=("compressor", "model", "data.batch_size"), needs=("data", "checkpoints"),
+       code=("forge/compress", "forge/train", "forge/models"), outs=("compressed",))
 def compress(cfg: DictConfig, paths: RunPaths) -> None:
-    """A compressor is a class built from its config and called with (cfg, paths)."""
+    """Compress the trained float model (adapters merged) with `compressor`, calibrating on the
+    train split (never the evaluated one), and write the packed file and its size report."""
     if cfg.compressor.get("_target_") is None:
+        atomic.write_json(paths.compress_report, {"method": "none"})  # DVC's declared output
         log.info("compress: compressor=none, nothing to do")
         return
+    from forge.compress import format as cformat
     from forge.config.instantiate import instantiate
+    from forge.data.loader import SplitDataset
+    from forge.families import family_of
 
-    instantiate(cfg.compressor)(cfg, paths)
+    family, compressor = family_of(cfg), instantiate(cfg.compressor)
+    model = compressor.prepare(family.load(cfg, paths, merged=True).model)
+    batches = SplitDataset(paths.data, "train").batches(cfg.data.batch_size)
+    packed, floats, tied = compressor.run(model, batches, family.forward)
+    cformat.save(paths.compressed, packed, floats, tied)
+    report = {"method": type(compressor).__name__.lower(), **cformat.size_report(paths.compressed), **compressor.notes}
+    atomic.write_json(paths.compress_report, report)
+    log.info("compress: %d matrices at %.3f bits/weight (side information included), file %.3f bits/parameter, float: %s",
+             len(packed), report["compressed_bits_per_weight"], report["file_bits_per_parameter"], ", ".join(report["float_tensors"]))
 
 
+@stage(params=("eval", "compressor", "model", "trainer.accelerator", "seed"), needs=("data", "checkpoints", "compressed"),
+       code=("forge/eval", "forge/compress", "forge/models"), metrics=("metrics.json",))
 def evaluate(cfg: DictConfig, paths: RunPaths) -> None:
-    if is_hf(cfg):
-        from forge.eval.lm import evaluate as run_eval
-    else:
-        from forge.eval.exact_match import evaluate as run_eval
+    """The suite `eval.metric` names; for a compressed run, the packed model's scores beside the
+    float model's, how far its predictions moved, and its size."""
+    import torch
 
-    run_eval(cfg, paths)
+    from forge.compress.compare import compare
+    from forge.families import family_of
+
+    family = family_of(cfg)
+    trained = family.load(cfg, paths)
+    metrics = family.evaluate(cfg, paths, trained)
+    comp = compressed_model(cfg, paths, family)
+    if comp is not None:
+        comp = comp.to(next(trained.model.parameters()).device)
+        split = f"{cfg.eval.split}/"
+        float_scores = {k[len(split):]: v for k, v in metrics.items() if k.startswith(split)}
+        with torch.no_grad():
+            pairs = ((family.scored_logits(trained.model, b), family.scored_logits(comp, b))
+                     for b in family.eval_batches(cfg, paths, trained.model))
+            metrics.update(compare(cfg.eval.split, float_scores, family.score(cfg, paths, comp), pairs, paths.compress_report))
+    atomic.write_json(paths.metrics, metrics)
+    log.info("evaluate: %s", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
 
 
+@stage(params=("export", "compressor", "model"), needs=("data", "checkpoints", "compressed"),
+       code=("forge/export", "forge/compress", "forge/models"), outs=("model",))
 def export(cfg: DictConfig, paths: RunPaths) -> None:
+    """The format `export.format` names, verified by loading it back; a compressed run exports its
+    packed model."""
     if cfg.export.format == "none":
+        atomic.write_json(paths.model / "export.json", {"format": "none"})  # DVC's declared output
         return
-    if is_hf(cfg):
-        from forge.export.hf import export as export_lm
+    from forge.families import family_of
 
-        export_lm(cfg, paths)
-        return
-    from forge.export.safetensors import export as export_safetensors
-
-    if cfg.compressor.get("_target_") is not None:
-        from forge.compress.stage import compressed_model
-
-        export_safetensors(cfg, paths, compressed_model(cfg, paths), packed=paths.compressed)
-        return
-    from forge.eval.exact_match import load_trained
-
-    model, _ = load_trained(paths)
-    export_safetensors(cfg, paths, model)
+    family = family_of(cfg)
+    family.export(cfg, paths, family.load(cfg, paths), compressed_model(cfg, paths, family))
 
 
-STAGES: dict[str, Callable[[DictConfig, RunPaths], None]] = {
-    "prepare": prepare,
-    "train": train,
-    "compress": compress,
-    "evaluate": evaluate,
-    "export": export,
-}
+def compressed_model(cfg: DictConfig, paths: RunPaths, family: "Family") -> Optional["nn.Module"]:
+    """The run's model rebuilt from its packed file (dequantized), or None without a compressor."""
+    if cfg.compressor.get("_target_") is None:
+        return None
+    from forge.compress.load import load_packed
+    from forge.config.instantiate import instantiate
+    from forge.errors import ForgeError
+
+    if not paths.compressed.exists():
+        raise ForgeError(f"no compressed model at {paths.compressed}: run stage=compress first (with compressor=NAME)")
+    return load_packed(instantiate(cfg.compressor), family.load(cfg, paths, merged=True).model, paths.compressed)
 
 
-def is_hf(cfg: DictConfig) -> bool:
-    """A Hugging Face causal LM: its own data, evaluation and export paths."""
-    return cfg.model.get("_target_") == "forge.models.hf.HFCausalLM"
+ORDER = tuple(STAGES)

@@ -222,14 +222,19 @@ def test_bitnet_qat_trains_in_and_reloads_exactly(tmp_path: Path, cache: Path) -
     run = tmp_path / "run"
     run_forge(*tiny(cache), "compressor=bitnet", f"hydra.run.dir={run}", cwd=tmp_path)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ckpt["hyper_parameters"]["bitlinear_skip"] == ["head", "lm_head"], "the model trained with BitLinear layers"
+    assert ckpt["hyper_parameters"]["compressor_cfg"]["_target_"] == "forge.compress.bitnet.BitNet"
+    from forge.compress.bitnet import BitLinear
+    from forge.train.module import load_checkpoint
+
+    trained = load_checkpoint(str(run / "checkpoints" / "last.ckpt")).model
+    assert any(isinstance(m, BitLinear) for m in trained.modules()), "the model trained with BitLinear layers"
+    assert not isinstance(trained.head, BitLinear), "the output head stays float (compressor.skip)"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["compressed/bits_per_weight"] < 1.7
     assert metrics["compressed/top1_agreement"] > 0.99, "the packed model computes what the trained one did (float16 norms aside)"
     assert abs(metrics["compressed/test/exact_match"] - metrics["test/exact_match"]) <= 0.02
     exported = run / "model" / "model.safetensors"
     assert exported.read_bytes() == (run / "compressed" / "model.safetensors").read_bytes(), "export ships the packed file"
-    from forge.compress.bitnet import BitLinear
     from forge.export.safetensors import load_exported
 
     assert any(isinstance(m, BitLinear) and m.prequantized for m in load_exported(run / "model").modules())

@@ -48,10 +48,11 @@ def test_lora_trains_evaluates_and_exports(tmp_path: Path, cache: Path, tiny_lm:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from forge.eval.lm import load_finetuned
     from forge.run_dir import RunPaths
+    from forge.train.causal_lm import load_checkpoint
+    from forge.train.checkpoints import best_or_last
 
-    module, _ = load_finetuned(RunPaths(run))
+    module = load_checkpoint(str(best_or_last(RunPaths(run))))
     probe = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         expected = module.model(input_ids=probe).logits

@@ -25,10 +25,11 @@ def test_quickstart_run_directory(tmp_path: Path, cache: Path) -> None:
     assert "+recipe=quickstart" in (run / "command.txt").read_text()
 
     from forge.export.safetensors import load_exported
-    from forge.eval.exact_match import load_trained
     from forge.run_dir import RunPaths
+    from forge.train.checkpoints import best_or_last
+    from forge.train.module import load_checkpoint
 
-    exported, trained = load_exported(run / "model"), load_trained(RunPaths(run))[0]
+    exported, trained = load_exported(run / "model"), load_checkpoint(str(best_or_last(RunPaths(run)))).evaluated
     probe = torch.randint(0, 12, (3, 12))
     assert torch.equal(exported(probe), trained(probe))
     assert not list(run.rglob(".*.tmp")), "no temporary files left behind"

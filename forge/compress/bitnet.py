@@ -19,7 +19,7 @@ from torch import nn
 
 from forge.compress.pack import pack_bits, pack_trits, unpack_bits, unpack_trits
 from forge.compress.packed import Packed, dequantizer
-from forge.compress.stage import Compressor
+from forge.compress.base import Compressor
 
 EPS = 1e-5
 
@@ -76,6 +76,10 @@ class BitNet(Compressor):
         trits = (codes + 1).to(torch.uint8)
         payload = pack_trits(trits) if self.packing == "trits" else pack_bits(trits, 2)
         return Packed("bitnet", tuple(weight.shape), {"codes": payload, "scale": scale.reshape(1).float()}, {"packing": self.packing})
+
+    def training_wrapper(self, model: nn.Module) -> nn.Module:
+        """With `qat`, the model trains with BitLinear layers from its first step."""
+        return to_bitlinear(model, self.skip) if self.qat else model
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """BitLinear layers where the packed weights go: already there after QAT; swapped in now

@@ -3,7 +3,7 @@ tokens: mean KL(float || compressed) in nats and how often both pick the same to
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -19,16 +19,3 @@ def agreement(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, f
         same += int((ref.argmax(-1) == comp.argmax(-1)).sum())
         n += ref.shape[0]
     return {"kl": kl / max(1, n), "top1_agreement": same / max(1, n)}
-
-
-def scored_logits(model: torch.nn.Module, causal: bool) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
-    """Logits at the scored positions of a token-task batch, [n, vocab]."""
-    from forge.data.task import IGNORE
-    from forge.models.sequence import targets
-
-    def logits(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = model(batch["inputs"])
-        out = out[:, :-1] if causal else out
-        return out[targets(batch["labels"], causal) != IGNORE]
-
-    return logits

@@ -14,7 +14,7 @@ from torch import nn
 from forge.compress import format as cformat
 from forge.compress.pack import pack_bits, unpack_bits
 from forge.compress.packed import Packed, dequantizer
-from forge.compress.stage import Compressor
+from forge.compress.base import Compressor
 from forge.errors import ForgeError
 
 log = logging.getLogger(__name__)

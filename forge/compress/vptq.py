@@ -28,7 +28,7 @@ from torch import nn
 
 from forge.compress.pack import pack_bits, unpack_bits
 from forge.compress.packed import Packed, dequantizer
-from forge.compress.stage import Compressor, Forward
+from forge.compress.base import Compressor, Forward
 
 log = logging.getLogger(__name__)
 

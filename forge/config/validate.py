@@ -10,6 +10,7 @@ from typing import Callable, Optional
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from forge.config.combinations import check_combination
 from forge.config.errors import ConfigError, choices_text, suggest
 from forge.config.schema import ALLOWED_TARGET_PREFIXES, CHOICES, GROUPS, SCHEMAS, STAGES, ForgeConfig
 
@@ -37,6 +38,7 @@ def validate(cfg: DictConfig, where: Optional[Where] = None) -> DictConfig:
         if value is not None and value not in allowed:
             raise ConfigError(f"{key}={value}: not a valid choice{where(key)}.{suggest(str(value), allowed)} " + choices_text(allowed))
     _check_cv(top, where)
+    check_combination(top, where)
     return top
 
 

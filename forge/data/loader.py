@@ -47,6 +47,15 @@ class SplitDataset(Dataset):
         per_token = {k: v[idx] for k, v in self.extras.items() if v.ndim == 2}
         return {"inputs": self.inputs[idx], "labels": self.labels[idx], **per_token}
 
+    def batches(self, batch_size: int, rows: Optional[list[int]] = None,
+                device: Optional[torch.device] = None) -> Iterator[dict[str, torch.Tensor]]:
+        """`rows` (all by default) in order, `batch_size` at a time: how evaluation, calibration
+        and comparison read a split."""
+        rows = list(range(len(self))) if rows is None else rows
+        for start in range(0, len(rows), batch_size):
+            batch = self[rows[start : start + batch_size]]
+            yield batch if device is None else {k: v.to(device) for k, v in batch.items()}
+
 
 class ResumableBatchSampler(Sampler[list[int]]):
     """A fresh seeded permutation each epoch, this rank's share of it, cut into full batches.

@@ -85,10 +85,9 @@ def export_gguf(merged: Any, tokenizer: Any, folder: Path, gguf_type: str, pre: 
     return check(f"gguf ({gguf_type})", logits(merged, ids), logits(reloaded, ids), TOLERANCE["gguf"][gguf_type])
 
 
-def export_compressed(cfg: DictConfig, paths: RunPaths, tokenizer: Any) -> float:
-    """The packed file, the model and compressor configs that rebuild it, and the tokenizer."""
-    from forge.compress.stage import compressed_model
-
+def export_compressed(cfg: DictConfig, paths: RunPaths, tokenizer: Any, compressed: Any) -> float:
+    """The packed file, the model and compressor configs that rebuild it, and the tokenizer;
+    `compressed`: the model rebuilt from the packed file, which the export must reproduce."""
     folder = paths.model / "compressed"
     with atomic.atomic_dir(folder) as tmp:
         shutil.copyfile(paths.compressed, tmp / "model.safetensors")
@@ -96,13 +95,13 @@ def export_compressed(cfg: DictConfig, paths: RunPaths, tokenizer: Any) -> float
                                                       "compressor": OmegaConf.to_container(cfg.compressor, resolve=True)})
         tokenizer.save_pretrained(str(tmp))
         ids = probe(len(tokenizer))
-        return check("compressed", logits(compressed_model(cfg, paths), ids), logits(load_compressed_lm(tmp, cfg.cache_dir), ids), 0.0)
+        return check("compressed", logits(compressed, ids), logits(load_compressed_lm(tmp, cfg.cache_dir), ids), 0.0)
 
 
 def load_compressed_lm(folder: Path, cache_dir: Any = None) -> Any:
     """A causal LM from an exported compressed folder: the base architecture from its model
     config, the layers its compressor needs, the weights dequantized from the packed file."""
-    from forge.compress.stage import load_packed
+    from forge.compress.load import load_packed
     from forge.config.instantiate import instantiate
     from forge.models.hf import HFCausalLM
 
@@ -111,22 +110,22 @@ def load_compressed_lm(folder: Path, cache_dir: Any = None) -> Any:
     return load_packed(instantiate(OmegaConf.create(config["compressor"])), base, folder / "model.safetensors")
 
 
-def export(cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
-    from forge.eval.lm import load_finetuned
+def export(cfg: DictConfig, paths: RunPaths, module: Any, ckpt: Path, compressed: Any = None) -> dict[str, Any]:
+    """`module`: the fine-tuned CausalLMModule; `compressed`: the model rebuilt from the run's
+    packed file, exported instead of the float model when the run has one."""
     from forge.models.hf import HFCausalLM, gguf_pre_tokenizer
 
     unknown = [o for o in cfg.export.outputs if o not in OUTPUTS]
     if unknown:
         raise ForgeError(f"export.outputs: unknown {unknown}; choose from {', '.join(OUTPUTS)}")
-    module, ckpt = load_finetuned(paths, cfg.cache_dir)
     spec = HFCausalLM.from_config(cfg.model, cfg.cache_dir)
     tokenizer = spec.tokenizer()
     template = module.hparams.get("chat_template")
     if template:
         tokenizer.chat_template = template  # the template the model was trained with
     report: dict[str, Any] = {"checkpoint": ckpt.name}
-    if cfg.compressor.get("_target_") is not None:  # the packed model is what this run made
-        report["compressed_max_logit_diff"] = export_compressed(cfg, paths, tokenizer)
+    if compressed is not None:  # the packed model is what this run made
+        report["compressed_max_logit_diff"] = export_compressed(cfg, paths, tokenizer, compressed)
         atomic.write_json(paths.model / "export.json", report)
         log.info("export: %s (compressed; adapter, merged and GGUF exports are of float models)", paths.model)
         return report

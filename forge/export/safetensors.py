@@ -54,7 +54,7 @@ def load_exported(folder: Path) -> torch.nn.Module:
     if "compressor" not in config:
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
         return model.eval()
-    from forge.compress.stage import load_packed
+    from forge.compress.load import load_packed
     from forge.config.instantiate import instantiate
 
     return load_packed(instantiate(OmegaConf.create(config["compressor"])), model, folder / "model.safetensors")

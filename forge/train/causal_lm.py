@@ -21,23 +21,20 @@ import torch.nn.functional as F
 
 from forge.data.task import IGNORE
 from forge.errors import NonFiniteLossError
-from forge.train.module import build_optimizer, restore_rng, save_rng
+from forge.train.module import build_optimizer, restore_rng, save_rng, with_training_hook
 
 
 def build_causal_lm(model_cfg: dict, peft_cfg: dict, cache_dir: Optional[str] = None,
-                    bitlinear_skip: Optional[list[str]] = None) -> torch.nn.Module:
-    """The base model from `model_cfg`, wrapped with the adapters of `peft_cfg` (if any); with
-    `bitlinear_skip`, its linear layers become BitNet BitLinear ones (a QAT fine-tune)."""
+                    compressor_cfg: Optional[dict] = None) -> torch.nn.Module:
+    """The base model from `model_cfg` as the compressor of `compressor_cfg` trains it (e.g.
+    BitLinear layers for a BitNet QAT fine-tune), wrapped with the adapters of `peft_cfg` (if any)."""
     from forge.models.hf import HFCausalLM
     from forge.models.peft import LoRA
 
     spec = HFCausalLM.from_config(model_cfg, cache_dir)
     adapters = LoRA(**{k: v for k, v in peft_cfg.items() if k != "_target_"}) if peft_cfg.get("_target_") else None
     model = spec.model(quantization_config=adapters.quantization_config() if adapters else None)
-    if bitlinear_skip is not None:
-        from forge.compress.bitnet import to_bitlinear
-
-        to_bitlinear(model, bitlinear_skip)
+    model = with_training_hook(model, compressor_cfg)
     if adapters is None:
         return model
     return adapters.apply(model)
@@ -86,11 +83,11 @@ class CausalLMModule(L.LightningModule):
 
     def __init__(
         self, model_cfg: dict, peft_cfg: dict, optim_cfg: dict, max_steps: int, chat_template: Optional[str] = None,
-        cache_dir: Optional[str] = None, bitlinear_skip: Optional[list[str]] = None,
+        cache_dir: Optional[str] = None, compressor_cfg: Optional[dict] = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = build_causal_lm(model_cfg, peft_cfg, cache_dir, bitlinear_skip).train()  # from_pretrained returns eval mode
+        self.model = build_causal_lm(model_cfg, peft_cfg, cache_dir, compressor_cfg).train()  # from_pretrained returns eval mode
         self.strict_loading = False  # checkpoints hold the trained parameters only
         self.tokens_seen = 0  # non-padding training tokens, saved in checkpoints
         self.tokens_this_run = 0  # the same, since this process started (for tokens per second)
@@ -126,6 +123,11 @@ class CausalLMModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         trained = [p for p in self.model.parameters() if p.requires_grad]
         return build_optimizer(trained, self.hparams.optim_cfg, self.hparams.max_steps)
+
+    def summary(self, best_selection: Optional[float], seconds: float) -> dict[str, Any]:
+        """What train.json adds for this module: val/selection is minus the held-out loss."""
+        return {"best_val_loss": None if best_selection is None else -best_selection, "train_tokens": self.tokens_seen,
+                "train_tokens_per_second": round(self.tokens_this_run / seconds, 1)}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         trained = {name for name, p in self.named_parameters() if p.requires_grad}

@@ -1,11 +1,13 @@
-"""The train stage: fit the model on the prepared data, checkpointing into the run directory."""
+"""Fit a LightningModule on a run's prepared data, checkpointing into the run directory.
+
+The caller (the train stage) says which module: `fit` works the same for every model family."""
 
 from __future__ import annotations
 
 import logging
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import lightning as L
 import torch
@@ -19,10 +21,8 @@ from forge.data.prepare import load_meta
 from forge.errors import ForgeError, NonFiniteLossError
 from forge.models import count_parameters
 from forge.run_dir import RunPaths
-from forge.stages import is_hf
 from forge.train.callbacks import StopAt
 from forge.train.loggers import build_loggers
-from forge.train.module import SequenceModule
 from forge.train.trainer import build_trainer
 
 log = logging.getLogger(__name__)
@@ -67,12 +67,14 @@ class DataModule(L.LightningDataModule):
         return DataLoader(data, sampler=batches, batch_size=None, generator=torch.Generator())
 
 
-def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
+def fit(cfg: DictConfig, paths: RunPaths, build_module: Callable[[dict], L.LightningModule]) -> L.Trainer:
+    """`build_module(meta)`: the module for the prepared data's meta.json, built after seeding so
+    its initial weights follow `seed`."""
     if not (paths.data / "meta.json").exists():
         raise ForgeError(f"no prepared data in {paths.data}: run stage=prepare first (or stage=all)")
     meta = load_meta(paths.data)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    module = build_module(cfg, meta)
+    module = build_module(meta)
     ckpt = _resume_checkpoint(cfg, paths)
     curriculum = _curriculum(cfg)
     if curriculum is not None:
@@ -111,37 +113,9 @@ def fit(cfg: DictConfig, paths: RunPaths) -> L.Trainer:
         stop = next((cb for cb in trainer.callbacks if isinstance(cb, StopAt)), None)
         if stop is not None:
             summary.update({f"steps_to/{name}": step for name, step in stop.reached.items()})
-        best = _best_score(trainer)
-        if is_hf(cfg):  # val/selection is minus the held-out loss
-            summary["best_val_loss"] = None if best is None else -best
-            summary["train_tokens"] = module.tokens_seen
-            summary["train_tokens_per_second"] = round(module.tokens_this_run / seconds, 1)
-        else:
-            summary["best_val_exact_match"] = best
+        summary.update(module.summary(_best_score(trainer), seconds))
         atomic.write_json(paths.train_metrics, summary)
     return trainer
-
-
-def build_module(cfg: DictConfig, meta: dict) -> L.LightningModule:
-    """A Hugging Face causal LM gets its own module (adapters, packed rows); every other model
-    is a forge token model."""
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
-    optim_cfg = OmegaConf.to_container(cfg.optim, resolve=True)
-    if is_hf(cfg):
-        from forge.train.causal_lm import CausalLMModule
-
-        peft_cfg = OmegaConf.to_container(cfg.peft, resolve=True)
-        return CausalLMModule(model_cfg, peft_cfg, optim_cfg, cfg.trainer.max_steps, meta.get("chat_template"), cfg.cache_dir,
-                              _bitlinear_skip(cfg))
-    return SequenceModule(model_cfg, optim_cfg, len(meta["vocab"]), meta["seq_len"], cfg.trainer.max_steps, _bitlinear_skip(cfg))
-
-
-def _bitlinear_skip(cfg: DictConfig) -> Optional[list[str]]:
-    """With compressor=bitnet and qat on, the model trains with BitLinear layers from the start."""
-    c = cfg.compressor
-    if c.get("_target_") == "forge.compress.bitnet.BitNet" and c.qat:
-        return list(c.skip)
-    return None
 
 
 def _curriculum(cfg: DictConfig) -> Optional[Curriculum]:

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from torch.optim.swa_utils import AveragedModel
 
 from forge.config.errors import ConfigError
-from forge.config.instantiate import resolve_target
+from forge.config.instantiate import instantiate, resolve_target
 from forge.data.task import IGNORE
 from forge.errors import NonFiniteLossError
 from forge.models import build_model
@@ -30,14 +30,10 @@ class SequenceModule(L.LightningModule):
     """
 
     def __init__(self, model_cfg: dict, optim_cfg: dict, vocab_size: int, max_len: int, max_steps: int,
-                 bitlinear_skip: Optional[list[str]] = None) -> None:
+                 compressor_cfg: Optional[dict] = None) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = build_model(OmegaConf.create(model_cfg), vocab_size, max_len)
-        if bitlinear_skip is not None:  # BitNet quantization-aware training (compressor=bitnet)
-            from forge.compress.bitnet import to_bitlinear
-
-            to_bitlinear(self.model, bitlinear_skip)
+        self.model = with_training_hook(build_model(OmegaConf.create(model_cfg), vocab_size, max_len), compressor_cfg)
         self.causal = bool(getattr(self.model, "causal", True))
         decay = float(getattr(self.model, "ema_decay", 0.0))
         self.ema = AveragedModel(self.model, multi_avg_fn=_ema_with_warmup(decay), use_buffers=True) if decay else None
@@ -89,6 +85,10 @@ class SequenceModule(L.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         return build_optimizer(list(self.model.parameters()), self.hparams.optim_cfg, self.hparams.max_steps)
 
+    def summary(self, best_selection: Optional[float], seconds: float) -> dict[str, Any]:
+        """What train.json adds for this module: val/selection is exact match (plus a tie-break)."""
+        return {"best_val_exact_match": best_selection}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         save_rng(checkpoint)
         if hasattr(self.model, "carry_state"):
@@ -98,6 +98,23 @@ class SequenceModule(L.LightningModule):
         restore_rng(checkpoint)
         if hasattr(self.model, "load_carry_state"):
             self.model.load_carry_state(checkpoint.get("model_carry"))
+
+
+def load_checkpoint(path: str) -> SequenceModule:
+    """A trained module rebuilt from a checkpoint alone (its hyperparameters say how)."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    module = SequenceModule(**state["hyper_parameters"])
+    module.load_state_dict(state["state_dict"])
+    return module.eval()
+
+
+def with_training_hook(model: torch.nn.Module, compressor_cfg: Optional[dict]) -> torch.nn.Module:
+    """The model as the run's compressor trains it (its quantization-aware training hook; most
+    compressors leave it as it is). The compressor config is a hyperparameter of the module, so
+    a checkpoint rebuilds the same layers."""
+    if compressor_cfg is None:
+        return model
+    return instantiate(OmegaConf.create(compressor_cfg)).training_wrapper(model)
 
 
 def teacher_forced_exact_match(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> torch.Tensor:

@@ -1,28 +1,21 @@
-"""The compress stage: take the trained float model (LoRA adapters merged for an LLM), compress
-every selected linear layer with the configured method, write the packed file and its size
-report, and rebuild a runnable model from that file for the evaluate and export stages."""
+"""What every compressor is: an algorithm on an nn.Module. It takes a float model and (if it needs
+them) calibration batches with the model's forward, and returns the packed weights; run
+directories, configs and model families are the compress stage's business, not its."""
 
 from __future__ import annotations
 
 import fnmatch
 import itertools
-import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
-from omegaconf import DictConfig
 from torch import nn
 
-from forge import atomic
-from forge.compress import format as cformat
 from forge.compress.packed import Packed
 from forge.errors import ForgeError
-from forge.run_dir import RunPaths
 
-log = logging.getLogger(__name__)
 # How a model runs on one calibration batch: its logits.
 Forward = Callable[[nn.Module, dict], torch.Tensor]
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -49,6 +42,11 @@ class Compressor(ABC):
     def quantize(self, weight: torch.Tensor, name: str) -> Packed:
         """One 2-D float weight (named for error messages) in its packed form."""
 
+    def training_wrapper(self, model: nn.Module) -> nn.Module:
+        """The model as it trains when this method is trained in (quantization-aware training);
+        the train stage applies it to every model it builds. Post-training methods: unchanged."""
+        return model
+
     def prepare(self, model: nn.Module) -> nn.Module:
         """The trained model as this method compresses it (a method may swap layers first)."""
         return model
@@ -72,15 +70,6 @@ class Compressor(ABC):
 
             packed, floats, self.notes["tune_kl"] = tune(model, packed, floats, batches, forward, self.tune_steps, self.tune_lr)
         return packed, floats, tied
-
-    def __call__(self, cfg: DictConfig, paths: RunPaths) -> dict[str, Any]:
-        packed, floats, tied = self.run(self.prepare(trained_model(cfg, paths)), *calibration(cfg, paths))
-        cformat.save(paths.compressed, packed, floats, tied)
-        report = {"method": type(self).__name__.lower(), **cformat.size_report(paths.compressed), **self.notes}
-        atomic.write_json(paths.compress_report, report)
-        log.info("compress: %d matrices at %.3f bits/weight (side information included), file %.3f bits/parameter, float: %s",
-                 len(packed), report["compressed_bits_per_weight"], report["file_bits_per_parameter"], ", ".join(report["float_tensors"]))
-        return report
 
     def targets(self, model: nn.Module) -> set[str]:
         """State-dict names of the weights this compressor replaces."""
@@ -106,50 +95,3 @@ class Compressor(ABC):
         if not packed:
             raise ForgeError(f"compressor: no linear layer left to compress after skip={self.skip}")
         return packed, floats, tied
-
-
-def calibration(cfg: DictConfig, paths: RunPaths) -> tuple[Iterator[dict[str, torch.Tensor]], Forward]:
-    """(batches of the train split, the model's logits on one): the data the model was trained
-    on, never the test split that the evaluate stage scores."""
-    from forge.data.loader import SplitDataset
-    from forge.stages import is_hf
-
-    data = SplitDataset(paths.data, "train")
-    batches = (data[list(range(s, min(len(data), s + cfg.data.batch_size)))] for s in range(0, len(data), cfg.data.batch_size))
-    if is_hf(cfg):
-        from forge.train.causal_lm import scored_logits
-
-        return batches, lambda model, batch: scored_logits(model, batch)[0]
-    return batches, lambda model, batch: model(batch["inputs"])
-
-
-def trained_model(cfg: DictConfig, paths: RunPaths) -> nn.Module:
-    """The float model a run trained; for an LLM with adapters, a merged copy."""
-    from forge.stages import is_hf
-
-    if is_hf(cfg):
-        from forge.eval.lm import load_finetuned
-
-        module, _ = load_finetuned(paths, cfg.cache_dir)
-        model = module.model
-        return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    from forge.eval.exact_match import load_trained
-
-    return load_trained(paths)[0]
-
-
-def compressed_model(cfg: DictConfig, paths: RunPaths) -> nn.Module:
-    """The run's model rebuilt from its compressed file (dequantized at load)."""
-    if not paths.compressed.exists():
-        raise ForgeError(f"no compressed model at {paths.compressed}: run stage=compress first (with compressor=NAME)")
-    from forge.config.instantiate import instantiate
-
-    return load_packed(instantiate(cfg.compressor), trained_model(cfg, paths), paths.compressed)
-
-
-def load_packed(compressor: Compressor, model: nn.Module, path: Path) -> nn.Module:
-    """`model` (any weights, the right architecture) with the layers `compressor` needs and the
-    weights of the packed file at `path`, dequantized."""
-    model = compressor.prepare(model)
-    model.load_state_dict({k: v.float() for k, v in cformat.state_dict(path).items()})
-    return compressor.loaded(model).eval()
