@@ -18,6 +18,7 @@ from forge.errors import ForgeError
 from forge.run_dir import RunPaths
 from forge.train.callbacks import PlainProgress, StopAt, Throughput
 from forge.train.checkpoint_io import AtomicCheckpointIO
+from forge.train.quiet import quiet_console
 
 
 def cpu_has_native_bf16() -> bool:
@@ -63,6 +64,7 @@ def build_trainer(
 ) -> L.Trainer:
     t = cfg.trainer
     _one_console_handler()
+    quiet_console()
     set_threads(t)
     strategy: Any = t.strategy
     if t.strategy == "ddp" and t.process_group_backend:
