@@ -45,9 +45,9 @@ COMMANDS: dict[str, Command] = {
 FLAG_COMMANDS: dict[str, Command] = {
     "--params": Command("forge.cli.params:main", "params.yaml --run-dir DIR stage=NAME", "one stage from a resolved config (DVC)"),
 }
-RUN = Command("forge.cli.run:main", "[overrides]", "run the stages (Hydra)")
+RUN = "forge.cli.run:main"  # the fall-through: a Hydra run; its usage lines are in forge.cli.help
 HELP_FLAGS = ("-h", "--help")
-OVERRIDE_PREFIXES = ("-", "+", "~")
+HYDRA_PREFIXES = ("-", "+", "~")  # a flag; an override that adds or deletes a key
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -56,14 +56,15 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         if any(a in HELP_FLAGS for a in argv):
             _help(argv)
         else:
-            command, args = _command(argv)
-            load(command)(args)
+            target, args = _command(argv)
+            load(target)(args)
     except ForgeError as e:
         exit_with(e)
 
 
-def load(command: Command) -> Callable[[list[str]], None]:
-    module, function = command.target.split(":")
+def load(target: str) -> Callable[[list[str]], None]:
+    """The function of a "module:function" target, importing its module now."""
+    module, function = target.split(":")
     return getattr(importlib.import_module(module), function)
 
 
@@ -77,15 +78,16 @@ def exit_with(error: ForgeError) -> None:
 
 
 def is_hydra_argument(arg: str) -> bool:
-    return "=" in arg or arg.startswith(OVERRIDE_PREFIXES)
+    return "=" in arg or arg.startswith(HYDRA_PREFIXES)
 
 
-def _command(argv: list[str]) -> tuple[Command, list[str]]:
+def _command(argv: list[str]) -> tuple[str, list[str]]:
+    """The target to call and its arguments."""
     if argv and argv[0] in COMMANDS:
-        return COMMANDS[argv[0]], argv[1:]
+        return COMMANDS[argv[0]].target, argv[1:]
     for flag, command in FLAG_COMMANDS.items():
         if flag in argv:
-            return command, argv
+            return command.target, argv
     if argv and not is_hydra_argument(argv[0]):
         raise _unknown(argv[0])
     return RUN, argv
