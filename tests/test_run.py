@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import torch
 
-from conftest import run_forge, tiny
+from conftest import REPO, run_forge, tiny
 
 
 def test_quickstart_run_directory(tmp_path: Path, cache: Path) -> None:
@@ -56,3 +57,12 @@ def test_csv_logger_and_missing_logger_packages(tmp_path: Path, cache: Path) -> 
         if importlib.util.find_spec(logger) is None:
             proc = run_forge(*tiny(cache), f"logger={logger}", f"hydra.run.dir={tmp_path / ('run-' + logger)}", cwd=tmp_path, check=False)
             assert proc.returncode == 2 and f"pip install {logger}" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_dvc_command_runs_a_stage_from_params_yaml(tmp_path: Path, cache: Path) -> None:
+    """dvc.yaml's `forge --params params.yaml --run-dir pipeline stage=NAME`: no Hydra, no run record."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    overrides = [o for o in tiny(cache) if not o.startswith("+")]
+    run_forge("--params", "params.yaml", "--run-dir", "pipeline", "stage=prepare", *overrides, cwd=tmp_path)
+    assert (tmp_path / "pipeline" / "data" / "meta.json").is_file()
+    assert not (tmp_path / "pipeline" / "command.txt").exists(), "DVC records the run, not forge"
