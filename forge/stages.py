@@ -55,7 +55,7 @@ def stage(**declared: tuple[str, ...]) -> Callable[[Callable[[DictConfig, RunPat
     return register
 
 
-@stage(params=("data", "model", "cv"), needs=(), code=("forge/data",), outs=("data",))
+@stage(params=("data", "model", "cv"), needs=(), code=("forge/data", "forge/models/hf.py"), outs=("data",))
 def prepare(cfg: DictConfig, paths: RunPaths) -> None:
     """Text data is tokenized with the model's own tokenizer (the family says which, if any)."""
     from forge.data.prepare import prepare as prepare_data
@@ -71,7 +71,7 @@ def prepare(cfg: DictConfig, paths: RunPaths) -> None:
 @stage(
     params=("model", "optim", "trainer", "curriculum", "peft", "compressor", "logger", "seed", "data.batch_size", "eval.batch_size"),
     needs=("data",),
-    code=("forge/train", "forge/models", "forge/curriculum", "forge/compress", "forge/data/loader.py"),
+    code=("forge/families", "forge/train", "forge/models", "forge/curriculum", "forge/compress", "forge/data/loader.py"),
     outs=("checkpoints",),
     metrics=("train.json",),
     plots=("dvclive/plots/metrics",),
@@ -87,7 +87,7 @@ def train(cfg: DictConfig, paths: RunPaths) -> None:
 
 
 @stage(params=("compressor", "model", "data.batch_size"), needs=("data", "checkpoints"),
-       code=("forge/compress", "forge/train", "forge/models"), outs=("compressed",))
+       code=("forge/families", "forge/compress", "forge/train", "forge/models"), outs=("compressed",))
 def compress(cfg: DictConfig, paths: RunPaths) -> None:
     """Compress the trained float model (adapters merged) with `compressor`, calibrating on the
     train split (never the evaluated one), and write the packed file and its size report."""
@@ -98,12 +98,16 @@ def compress(cfg: DictConfig, paths: RunPaths) -> None:
     from forge.compress import format as cformat
     from forge.config.instantiate import instantiate
     from forge.data.loader import SplitDataset
+    from forge.errors import ForgeError
     from forge.families import family_of
 
     family, compressor = family_of(cfg), instantiate(cfg.compressor)
     model = compressor.prepare(family.load(cfg, paths, merged=True).model)
     batches = SplitDataset(paths.data, "train").batches(cfg.data.batch_size)
-    packed, floats, tied = compressor.run(model, batches, family.forward)
+    try:
+        packed, floats, tied = compressor.run(model, batches, family.forward)
+    except ValueError as e:  # a layer's shape does not fit the method's settings (group, vector length)
+        raise ForgeError(f"compress: {e}") from None
     cformat.save(paths.compressed, packed, floats, tied)
     report = {"method": type(compressor).__name__.lower(), **cformat.size_report(paths.compressed), **compressor.notes}
     atomic.write_json(paths.compress_report, report)
@@ -112,7 +116,7 @@ def compress(cfg: DictConfig, paths: RunPaths) -> None:
 
 
 @stage(params=("eval", "compressor", "model", "trainer.accelerator", "seed"), needs=("data", "checkpoints", "compressed"),
-       code=("forge/eval", "forge/compress", "forge/models"), metrics=("metrics.json",))
+       code=("forge/families", "forge/eval", "forge/compress", "forge/models"), metrics=("metrics.json",))
 def evaluate(cfg: DictConfig, paths: RunPaths) -> None:
     """The suite `eval.metric` names; for a compressed run, the packed model's scores beside the
     float model's, how far its predictions moved, and its size."""
@@ -138,7 +142,7 @@ def evaluate(cfg: DictConfig, paths: RunPaths) -> None:
 
 
 @stage(params=("export", "compressor", "model"), needs=("data", "checkpoints", "compressed"),
-       code=("forge/export", "forge/compress", "forge/models"), outs=("model",))
+       code=("forge/families", "forge/export", "forge/compress", "forge/models"), outs=("model",))
 def export(cfg: DictConfig, paths: RunPaths) -> None:
     """The format `export.format` names, verified by loading it back; a compressed run exports its
     packed model."""

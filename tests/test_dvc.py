@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -17,6 +18,12 @@ SHRINK = {
     "model.d_model": 32, "model.d_ff": 64, "trainer.max_steps": 20,
     "trainer.val_every_n_steps": 10, "trainer.checkpoint_every_n_steps": 10,
 }
+
+
+def test_dvc_yaml_is_what_the_stages_declare() -> None:
+    from forge.pipeline import dvc_yaml
+
+    assert (REPO / "dvc.yaml").read_text() == dvc_yaml(), "dvc.yaml is stale: regenerate it with `forge dvc-yaml > dvc.yaml`"
 
 
 def _copy_repo(dst: Path) -> None:
@@ -40,6 +47,36 @@ def _run(*cmd: str, cwd: Path) -> str:
     return proc.stdout
 
 
+def _fresh_repo(repo: Path) -> None:
+    _copy_repo(repo)
+    _run("git", "init", "-q", cwd=repo)
+    _run("git", "add", "-A", cwd=repo)
+    _run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=repo)
+
+
+def _ran(output: str) -> list[str]:
+    return [stage for stage in ("prepare", "train", "compress", "evaluate", "export") if f"Running stage '{stage}'" in output]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_dvc_experiments_rerun_exactly_the_stages_whose_params_changed(tmp_path: Path, cache: Path) -> None:
+    """`dvc exp run -S` composes params.yaml with Hydra; each stage reruns when a key it reads
+    changed, and only then."""
+    repo = tmp_path / "repo"
+    _fresh_repo(repo)
+    shrink = [f"{k}={v}" for k, v in SHRINK.items()] + [f"cache_dir={cache}"]
+
+    def exp(*overrides: str) -> list[str]:
+        return _ran(_run("dvc", "exp", "run", *(a for o in (*shrink, *overrides) for a in ("-S", o)), cwd=repo))
+
+    assert exp("compressor=rtn", "compressor.bits=8", "compressor.group=16") == ["prepare", "train", "compress", "evaluate", "export"]
+    metrics = json.loads((repo / "pipeline" / "metrics.json").read_text())
+    assert metrics["compressed/method"] == "rtn" and metrics["compressed/top1_agreement"] > 0.9
+    assert exp("compressor=rtn", "compressor.bits=8", "compressor.group=16", "eval.split=val") == ["evaluate"]
+    assert exp("compressor=bitnet", "compressor.qat=false") == ["train", "compress", "evaluate", "export"]
+    assert exp("compressor=bitnet", "compressor.qat=true") == ["train", "compress", "evaluate", "export"]
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_dvc_repro_twice_in_a_fresh_repo(tmp_path: Path, cache: Path) -> None:
     repo = tmp_path / "repo"
@@ -54,7 +91,7 @@ def test_dvc_repro_twice_in_a_fresh_repo(tmp_path: Path, cache: Path) -> None:
     _run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=repo)
 
     first = _run("dvc", "repro", cwd=repo)
-    for stage in ("prepare", "train", "evaluate", "export"):
+    for stage in ("prepare", "train", "compress", "evaluate", "export"):
         assert f"Running stage '{stage}'" in first
     assert (repo / "pipeline" / "model" / "model.safetensors").is_file()
     second = _run("dvc", "repro", cwd=repo)
