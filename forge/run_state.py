@@ -294,7 +294,10 @@ class _Heartbeat:
 
     def _beat(self, state: RunState) -> None:
         while not self._stop.wait(HEARTBEAT_SECONDS):
-            state.write()
+            try:
+                state.write()
+            except OSError as e:  # a full disk or a deleted run directory must not end the run
+                log.warning("run.json heartbeat not written: %s", e)
 
     def stop(self) -> None:
         self._stop.set()
