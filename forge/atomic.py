@@ -2,25 +2,45 @@
 
 Everything forge writes goes through these: the data is written to a temporary name in the same
 folder, flushed to disk, then renamed, so a process killed at any moment leaves either the old
-file or the new one.
+file or the new one. What such a kill does leave is a hidden temporary (`.NAME.XXXXXXXX.tmp`, or
+`.NAME.old-PID` when killed while swapping a folder); `is_partial` names them so that a later run
+can reclaim the space.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, IO
 
+# tempfile.mkstemp / mkdtemp put 8 random characters from [a-z0-9_] between prefix and suffix.
+_TEMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
+_OLD = re.compile(r"^\.(?P<name>.+)\.old-\d+$")
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}."
+
+
+def is_partial(path: Path) -> bool:
+    """A leftover of a write killed midway: a temporary of these functions, or the old folder
+    that `atomic_dir` had already replaced (its new one is in place)."""
+    if _TEMP.match(path.name):
+        return True
+    old = _OLD.match(path.name)
+    return old is not None and (path.parent / old["name"]).exists()
+
 
 @contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     try:
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
@@ -45,7 +65,7 @@ def write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
     """For libraries that write to a path themselves: `writer(tmp_path)`, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     os.close(fd)
     try:
         writer(tmp)
@@ -60,7 +80,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Fill a temporary folder, then swap it in for `path` (replacing an older one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp"))
     try:
         yield tmp
         if path.exists():

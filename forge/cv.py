@@ -3,13 +3,13 @@ its own split (forge.data.folds), and reports each metric's mean, standard devia
 confidence interval over the folds in `RUN/cv.json`.
 
 Each fold is an ordinary run directory, so folds resume independently: the same command with
-`resume=RUN` skips finished folds and continues an unfinished one from its last checkpoint. One
-fold alone is `cv.fold=k` (e.g. one cluster job per fold: `forge -m cv.folds=5 cv.fold=0,1,2,3,4`).
+`resume=RUN` skips the folds whose run.json says finished and continues an unfinished one from
+its last checkpoint. One fold alone is `cv.fold=k` (e.g. one cluster job per fold:
+`forge -m cv.folds=5 cv.fold=0,1,2,3,4`).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -18,29 +18,32 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from forge import atomic
+from forge.run_dir import RunPaths
+from forge.run_state import read_state
 
 log = logging.getLogger(__name__)
-FOLD_DONE = "fold.json"  # written when a fold's run has finished
 
 
-def run_folds(cfg: DictConfig, run_dir: Path, run_fold: Callable[[DictConfig, Path], Any]) -> dict[str, Any]:
+def run_folds(
+    cfg: DictConfig, run_dir: Path, run_fold: Callable[[DictConfig, Path], Any], done: Callable[[str], None]
+) -> dict[str, Any]:
     """Run (or, with resume, finish) every fold with `run_fold(fold_cfg, fold_dir)` (the runner,
-    whose result has `.metrics`) and return the cross-validation summary."""
+    whose result has `.metrics`), call `done(fold_name)` as each is finished, and return the
+    cross-validation summary. A fold is finished when its run.json says so."""
     folds = cfg.cv.folds
     per_fold: list[dict[str, Any]] = []
     for k in range(folds):
         fold_dir = run_dir / f"fold_{k}"
-        done = fold_dir / FOLD_DONE
-        if cfg.resume and done.exists():
+        state = read_state(fold_dir)
+        if cfg.resume and state is not None and state["status"] == "finished":
             log.info("cv: fold %d of %d already finished in %s", k, folds, fold_dir)
-            per_fold.append(json.loads(done.read_text()))
-            continue
-        fold_cfg = OmegaConf.merge(cfg, {"cv": {"fold": k}, "stage": "all"})
-        fold_cfg.resume = str(fold_dir) if cfg.resume and (fold_dir / "checkpoints" / "last.ckpt").exists() else None
-        log.info("cv: fold %d of %d in %s%s", k, folds, fold_dir, " (resumed)" if fold_cfg.resume else "")
-        metrics = run_fold(fold_cfg, fold_dir).metrics
-        atomic.write_json(done, metrics)
-        per_fold.append(metrics)
+            per_fold.append(RunPaths(fold_dir).read_metrics())
+        else:
+            fold_cfg = OmegaConf.merge(cfg, {"cv": {"fold": k}, "stage": "all"})
+            fold_cfg.resume = str(fold_dir) if cfg.resume and (fold_dir / "checkpoints" / "last.ckpt").exists() else None
+            log.info("cv: fold %d of %d in %s%s", k, folds, fold_dir, " (resumed)" if fold_cfg.resume else "")
+            per_fold.append(run_fold(fold_cfg, fold_dir).metrics)
+        done(fold_dir.name)
     summary = {"folds": folds, "fold_dirs": [str(run_dir / f"fold_{k}") for k in range(folds)], "metrics": aggregate(per_fold)}
     atomic.write_json(run_dir / "cv.json", summary)
     print_cv(summary)

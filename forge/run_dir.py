@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -60,6 +62,14 @@ class RunPaths:
     @property
     def config(self) -> Path:
         return self.root / "config.yaml"
+
+    def read_metrics(self) -> dict[str, Any]:
+        """What the run has measured so far: train.json, then metrics.json over it."""
+        metrics: dict[str, Any] = {}
+        for f in (self.train_metrics, self.metrics):
+            if f.exists():
+                metrics.update(json.loads(f.read_text()))
+        return metrics
 
 
 def record_run(cfg: DictConfig, paths: RunPaths) -> None:

@@ -5,7 +5,6 @@ The CLI, DVC (`--params`), sweep points and cross-validation folds all run throu
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from forge.errors import ForgeError
 from forge.run_dir import RunPaths, record_run
+from forge.run_state import RunState, track
 from forge.stages import ORDER, STAGES
 
 log = logging.getLogger("forge")
@@ -29,28 +29,37 @@ class RunResult:
 
 
 def run(cfg: DictConfig, run_dir: Path, record: bool = True) -> RunResult:
-    """Run cfg.stage (or all stages) in `run_dir`. `record=False` skips the config/command/git
-    record, for DVC, whose params.yaml and dvc.lock already are that record."""
+    """Run cfg.stage (or all stages) in `run_dir`, keeping its `run.json` (forge.run_state).
+    `record=False` skips the config/command/git record, for DVC, whose params.yaml and dvc.lock
+    already are that record."""
     paths = RunPaths(Path(run_dir))
     rank_zero = _is_rank_zero()
     if cfg.resume:
         _check_same_run(cfg, paths)
-    if rank_zero and record:
-        record_run(cfg, paths)
-    objective = cfg.get("objective") if cfg.stage in ("all", "evaluate") else None
-    if cfg.cv.folds and cfg.cv.fold is None:
-        from forge.cv import run_folds
+    # One stage (a DVC pipeline runs each as its own process) adds to what earlier ones recorded.
+    with track(paths.root, keep=cfg.stage != "all", active=rank_zero) as state:
+        if rank_zero and record:
+            record_run(cfg, paths)
+        objective = cfg.get("objective") if cfg.stage in ("all", "evaluate") else None
+        if cfg.cv.folds and cfg.cv.fold is None:
+            result = _run_folds(cfg, paths, state, objective)
+        else:
+            result = _run_stages(cfg, paths, state, objective)
+        state.update(objective=result.objective)
+        return result
 
-        means = {name: s["mean"] for name, s in run_folds(cfg, paths.root, run)["metrics"].items()}
-        return RunResult(means, _objective(means, objective, f"the fold means of {paths.root / 'cv.json'}"))
+
+def _run_stages(cfg: DictConfig, paths: RunPaths, state: RunState, objective: Optional[Sequence[str]]) -> RunResult:
     names = ORDER if cfg.stage == "all" else (cfg.stage,)
     for name in names:
         log.info("== %s", name)
+        state.stage_started(name)
         STAGES[name](cfg, paths)
         if name == "train" and not _is_rank_zero():
             return RunResult()  # other ranks only train; rank 0 evaluates and exports
+        state.stage_done(name, ORDER)
     result = _result(paths, objective)
-    if rank_zero and cfg.stage in ("all", "evaluate"):
+    if _is_rank_zero() and cfg.stage in ("all", "evaluate"):
         from forge.summary import print_run_summary
 
         artifacts = {p.name: str(p) for p in (paths.last_ckpt, paths.best_ckpt, paths.model) if p.exists()}
@@ -58,11 +67,17 @@ def run(cfg: DictConfig, run_dir: Path, record: bool = True) -> RunResult:
     return result
 
 
+def _run_folds(cfg: DictConfig, paths: RunPaths, state: RunState, objective: Optional[Sequence[str]]) -> RunResult:
+    """Cross-validation: each fold is a run of its own; the folds are this run's stages."""
+    from forge.cv import run_folds
+
+    summary = run_folds(cfg, paths.root, run, done=state.stage_done)
+    means = {name: s["mean"] for name, s in summary["metrics"].items()}
+    return RunResult(means, _objective(means, objective, f"the fold means of {paths.root / 'cv.json'}"))
+
+
 def _result(paths: RunPaths, names: Optional[Sequence[str]] = None) -> RunResult:
-    metrics: dict[str, Any] = {}
-    for f in (paths.train_metrics, paths.metrics):
-        if f.exists():
-            metrics.update(json.loads(f.read_text()))
+    metrics = paths.read_metrics()
     where = f"{paths.train_metrics.name} or {paths.metrics.name} of {paths.root}"
     return RunResult(metrics, _objective(metrics, names, where))
 

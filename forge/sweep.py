@@ -4,10 +4,8 @@ with a summary table plus summary.csv / summary.json in the sweep directory."""
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
-import traceback
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -15,15 +13,17 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from forge import atomic
+from forge.run_dir import RunPaths
+from forge.run_state import STATE_FILE, mark_failed, read_state
 
 log = logging.getLogger("forge.sweep")
-STATUS_FILE = "status.json"
 OPTUNA_RESULTS = "optimization_results.yaml"  # written by the Optuna sweeper when the study ends
+_NO_ERROR = {"died": "the process died without recording an end (killed?)", "running": "still running"}
 
 
 def run_point(cfg: DictConfig, run_dir: Path, sweep_dir: Path) -> Optional[Union[float, list[float]]]:
-    """Run one point; a failure (an exception, out of memory, a NaN objective) is written to its
-    status.json and returns None, which an Optuna sweeper records as a failed trial. The sweep's
+    """Run one point; a failure (an exception, out of memory, a NaN objective) is recorded in
+    its run.json and returns None, which an Optuna sweeper records as a failed trial. The sweep's
     summary files are brought up to date after every point, so they exist even if the sweep
     itself stops (e.g. an Optuna study whose every trial failed)."""
     objective = _run(cfg, run_dir)
@@ -41,27 +41,28 @@ def _run(cfg: DictConfig, run_dir: Path) -> Optional[Union[float, list[float]]]:
             raise ValueError(f"the objective {cfg.get('objective')} is NaN: {objective}")
     except Exception as e:  # one failed point must not stop the sweep
         log.error("sweep point failed: %s", e)
-        atomic.write_json(run_dir / STATUS_FILE, {"status": "failed", "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()})
+        state = read_state(run_dir)
+        if state is None or state["status"] == "finished":  # failed before its run began, or NaN
+            mark_failed(run_dir, f"{type(e).__name__}: {e}")
         return None
-    atomic.write_json(run_dir / STATUS_FILE, {"status": "ok", "objective": objective})
     return objective
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per point, from its run.json: status "ok" for a finished run, else its state
+    (failed, stopped, died, running) with the error."""
     rows = []
     for job in sorted((p for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)):
         overrides_file = job / ".hydra" / "overrides.yaml"
         overrides = _read_overrides(overrides_file)
-        status = json.loads((job / STATUS_FILE).read_text()) if (job / STATUS_FILE).exists() else {"status": "failed", "error": "no status written (killed?)"}
-        row: dict[str, Any] = {"job": int(job.name), "overrides": " ".join(overrides), "status": status["status"]}
-        if status["status"] != "ok":
-            row["error"] = status.get("error", "")
-        elif status.get("objective") is not None:
-            row["objective"] = status["objective"]
-        for name in ("train.json", "metrics.json"):
-            f = job / name
-            if f.exists():
-                row.update({k: v for k, v in json.loads(f.read_text()).items() if isinstance(v, (int, float))})
+        state = read_state(job) or {"status": "failed", "error": f"no {STATE_FILE} written (killed before it started?)"}
+        status = "ok" if state["status"] == "finished" else state["status"]
+        row: dict[str, Any] = {"job": int(job.name), "overrides": " ".join(overrides), "status": status}
+        if status != "ok":
+            row["error"] = state.get("error") or _NO_ERROR.get(status, "")
+        elif state.get("objective") is not None:
+            row["objective"] = state["objective"]
+        row.update({k: v for k, v in RunPaths(job).read_metrics().items() if isinstance(v, (int, float))})
         rows.append(row)
     return rows
 

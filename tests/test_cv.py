@@ -15,6 +15,7 @@ from scipy.stats import t
 
 from conftest import run_forge, tiny
 from forge.data.folds import fold_of_each
+from forge.run_state import read_state
 
 
 def test_three_fold_cv_reports_mean_and_interval_of_three_models_and_resumes(tmp_path: Path, cache: Path) -> None:
@@ -38,12 +39,18 @@ def test_three_fold_cv_reports_mean_and_interval_of_three_models_and_resumes(tmp
     name = next(iter(weights[0]))
     assert not any(np.array_equal(weights[i][name].numpy(), weights[j][name].numpy()) for i, j in ((0, 1), (0, 2), (1, 2)))
 
-    (run / "fold_1" / "fold.json").unlink()  # as if fold 1 had been stopped before it finished
+    assert read_state(run)["stages_done"] == ["fold_0", "fold_1", "fold_2"]
+    assert [read_state(run / f"fold_{k}")["status"] for k in range(3)] == ["finished"] * 3
+    fold_1 = json.loads((run / "fold_1" / "run.json").read_text())
+    fold_1["status"] = "running"  # as if fold 1 had been killed before it finished
+    (run / "fold_1" / "run.json").write_text(json.dumps(fold_1))
+    assert read_state(run / "fold_1")["status"] == "died"
     proc = run_forge(*args, f"resume={run}", cwd=tmp_path)
     log = proc.stdout + proc.stderr
     assert "fold 0 of 3 already finished" in log and "fold 2 of 3 already finished" in log
     assert "fold 1 of 3" in log and "(resumed)" in log
     assert json.loads((run / "cv.json").read_text())["metrics"]["test/loss"]["values"] == values
+    assert read_state(run / "fold_1")["status"] == read_state(run)["status"] == "finished"
 
 
 def test_folds_are_stratified_when_every_label_has_enough_examples() -> None:

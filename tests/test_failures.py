@@ -13,7 +13,9 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import REPO, forge_env, run_forge, tiny
+from forge.atomic import is_partial
 from forge.run_dir import RunPaths
+from forge.run_state import read_state
 from forge.train.loggers import build_loggers
 
 
@@ -29,6 +31,9 @@ def test_nan_loss_stops_naming_the_step(tmp_path: Path, cache: Path) -> None:
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] >= 1
     assert not (run / "metrics.json").exists()
+    state = read_state(run)
+    assert state["status"] == "failed" and "training loss is nan at step" in state["error"]
+    assert state["stages_done"] == ["prepare"]
 
 
 SLOW_SAVE = textwrap.dedent(
@@ -55,9 +60,12 @@ def test_checkpoint_save_killed_halfway_keeps_the_previous_one(tmp_path: Path) -
     proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE, str(path)], env=forge_env(), stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "writing"
     time.sleep(0.2)
-    assert list(tmp_path.glob(".last.ckpt.*.tmp")), "the new checkpoint was being written"
+    partial = list(tmp_path.glob(".last.ckpt.*.tmp"))
+    assert partial, "the new checkpoint was being written"
     proc.kill()
     proc.wait()
+    assert [is_partial(p) for p in partial] == [True], "a later run recognizes it as its own leftover"
+    assert not is_partial(path)
     old = torch.load(path, weights_only=True)
     assert old["step"] == 1 and torch.equal(old["w"], torch.zeros(1000))
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import forge_env, run_forge, tiny
+from forge.run_state import read_state
 
 STEPS = 240
 ARGS = [
@@ -61,7 +62,9 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path: Path, cache: Path)
     killed_at = torch.load(ckpt, weights_only=True)["global_step"]
     assert 0 < killed_at < STEPS and killed_at % 32, "killed mid-epoch, before the end"
 
+    assert read_state(broken)["status"] == "died"
     run_forge(*args, f"hydra.run.dir={broken}", f"resume={broken}", cwd=tmp_path)
+    assert read_state(broken)["status"] == "finished"
 
     expected, got = _weights(straight), _weights(broken)
     assert expected.keys() == got.keys()
@@ -80,3 +83,4 @@ def test_resume_with_a_different_config_is_refused(tmp_path: Path, cache: Path) 
     proc = run_forge(*tiny(cache), "trainer.max_steps=10", "optim.lr=0.5", f"resume={run}", cwd=tmp_path, check=False)
     assert proc.returncode == 1
     assert "optim.lr" in proc.stderr and "Traceback" not in proc.stderr
+    assert read_state(run)["status"] == "finished", "a refused resume leaves the run's record alone"

@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from conftest import run_forge, tiny
+from forge.run_state import read_state
 
 
 def test_two_point_sweep_writes_its_summary(tmp_path: Path, cache: Path) -> None:
@@ -16,6 +17,7 @@ def test_two_point_sweep_writes_its_summary(tmp_path: Path, cache: Path) -> None
     proc = run_forge("-m", *tiny(cache), "trainer.max_steps=5,10", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     rows = json.loads((sweep / "summary.json").read_text())
     assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert [read_state(sweep / str(job))["status"] for job in (0, 1)] == ["finished", "finished"]
     assert [r["steps"] for r in rows] == [5, 10]
     assert ["trainer.max_steps=5" in r["overrides"] for r in rows] == [True, False]
     assert all(0 <= r["test/exact_match"] <= 1 for r in rows)
@@ -33,6 +35,8 @@ def test_a_failed_point_does_not_stop_the_sweep(tmp_path: Path, cache: Path) -> 
     rows = json.loads((sweep / "summary.json").read_text())
     assert [r["status"] for r in rows] == ["failed", "ok"]
     assert "divisible" in rows[0]["error"]
+    state = read_state(sweep / "0")
+    assert state["status"] == "failed" and state["error"] == rows[0]["error"]
     assert "1 sweep point(s) failed" in proc.stderr
 
 
