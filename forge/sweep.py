@@ -143,9 +143,8 @@ def _fmt(v: Any) -> str:
 
 
 class SweepSummary(Callback):
-    """Hydra callback: writes and prints the sweep summary when a multirun ends."""
-
-    failed = 0
+    """Hydra callback: writes and prints the sweep summary when a multirun ends; a sweep with a
+    failed point exits 1 (SystemExit passes through Hydra's error handling unchanged)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -153,4 +152,6 @@ class SweepSummary(Callback):
             return
         rows = write_summary(sweep_dir)
         print_summary(rows, sweep_dir)
-        SweepSummary.failed = sum(r["status"] != "ok" for r in rows)
+        failed = sum(r["status"] != "ok" for r in rows)
+        if failed:
+            raise SystemExit(f"forge: error: {failed} sweep point(s) failed; see the summary above")
