@@ -31,6 +31,12 @@ def heads_divide(node: DictConfig) -> Iterator[tuple[str, str]]:
         yield "n_heads", f"must divide d_model={node.d_model}"
 
 
+def attention_heads_divide(node: DictConfig) -> Iterator[tuple[str, str]]:
+    """The reasoning models have heads only with the attention mixer."""
+    if node.mixer == "attention":
+        yield from heads_divide(node)
+
+
 @register("model", "forge.models.transformer.Transformer")
 @dataclass
 class TransformerConfig:
@@ -62,10 +68,7 @@ class HRRMConfig:
     memory_slots: int = at_least(0)
     ema_decay: float = fraction()
 
-    @staticmethod
-    def relations(node: DictConfig) -> Iterator[tuple[str, str]]:
-        if node.mixer == "attention":
-            yield from heads_divide(node)
+    relations = staticmethod(attention_heads_divide)
 
 
 @register("model", "forge.models.cogment.Cogment")
@@ -83,7 +86,7 @@ class CogmentConfig:
     deep_supervision: float = at_least(0)
     memory_slots: int = at_least(0)
 
-    relations = HRRMConfig.relations
+    relations = staticmethod(attention_heads_divide)
 
 
 @register("model", "forge.models.hf.HFCausalLM")
