@@ -175,22 +175,24 @@ def test_a_run_rejects_out_of_range_values_before_any_work(tmp_path: Path) -> No
         (["data=arithmetic", "data.digits=10"], "data.digits=10: must be in [1, 9]"),
         (["data=sudoku", "data.levels=[easy,hardest]"], "data.levels=['easy', 'hardest']: every item must be one of trivial"),
         (["data=maze", "data.size=8"], "data.size=8: must be odd"),
-        (["data=python_code", "data.val_fraction=0.5", "data.test_fraction=0.5"], "data.test_fraction=0.5: must leave rows to train on"),
+        (["+recipe=coder_lora", "data.val_fraction=0.5", "data.test_fraction=0.5"], "data.test_fraction=0.5: must leave rows to train on"),
         (["compressor=rtn", "compressor.bits=9"], "compressor.bits=9: must be in [1, 8]"),
         (["compressor=vptq", "compressor.outlier_fraction=1.5"], "compressor.outlier_fraction=1.5: must be in [0, 1)"),
         (["compressor=bitnet", "compressor.packing=3bit"], "compressor.packing=3bit: not a valid choice"),
         (["optim/grokfast=ema", "optim.grokfast.window=0"], "optim.grokfast.window=0: must be >= 1"),
-        (["curriculum=difficulty", "curriculum.levels.1.lr=0"], "curriculum.levels.1.lr=0.0: must be > 0"),
-        (["curriculum=difficulty", "curriculum.replay=1.0"], "curriculum.replay=1.0: must be in [0, 1)"),
-        (["curriculum=staged", "curriculum.stages.0.steps=0"], "curriculum.stages.0.steps=0: must be >= 1"),
-        (["model=smollm2_135m", "peft=lora", "peft.r=0"], "peft.r=0: must be >= 1"),
-        (["eval=humaneval", "eval.humaneval.batch_size=0"], "eval.humaneval.batch_size=0: must be >= 1"),
-        (["eval=humaneval", "eval.humaneval.k=[1,10]"], "eval.humaneval.k=[1, 10]: pass@k needs samples >= k"),
-        (["export=hf", "export.outputs=[merged,ggml]"], "export.outputs=['merged', 'ggml']: every item must be one of adapter"),
+        (["data=sudoku", "curriculum=difficulty", "curriculum.levels.1.lr=0"], "curriculum.levels.1.lr=0.0: must be > 0"),
+        (["data=sudoku", "curriculum=difficulty", "curriculum.replay=1.0"], "curriculum.replay=1.0: must be in [0, 1)"),
+        (["+recipe=cogment_agent_forge", "curriculum.stages.0.steps=0"], "curriculum.stages.0.steps=0: must be >= 1"),
+        (["+recipe=coder_lora", "peft.r=0"], "peft.r=0: must be >= 1"),
+        (["+recipe=coder_lora", "eval.humaneval.batch_size=0"], "eval.humaneval.batch_size=0: must be >= 1"),
+        (["+recipe=coder_lora", "eval.humaneval.k=[1,10]"], "eval.humaneval.k=[1, 10]: pass@k needs samples >= k"),
+        (["+recipe=coder_lora", "export.outputs=[merged,ggml]"], "export.outputs=['merged', 'ggml']: every item must be one of adapter"),
     ],
 )
 def test_range_checks_name_the_key_the_value_and_the_rule(overrides: list[str], message: str) -> None:
-    cfg, origin = compose(["+recipe=quickstart", *overrides])
+    """Each case is a valid combination but for the one value out of range."""
+    recipe = [] if overrides[0].startswith("+recipe=") else ["+recipe=quickstart"]
+    cfg, origin = compose([*recipe, *overrides])
     with pytest.raises(ConfigError) as e:
         validate(cfg, origin.where)
     assert str(e.value).startswith(message), str(e.value)

@@ -8,7 +8,7 @@ from typing import Optional
 from omegaconf import MISSING
 
 from forge.config.registry import register
-from forge.config.rules import at_least, between, each, fraction, positive
+from forge.config.rules import at_least, each, fraction, positive
 
 
 @dataclass
@@ -19,7 +19,7 @@ class Level:
     max_epochs: int = at_least(1)
     patience: int = at_least(1)
     gradient_clip: Optional[float] = at_least(0)
-    threshold: float = between(0, 1)
+    threshold: float = at_least(0)  # exact match to graduate; above 1: never graduates early
 
 
 @register("curriculum", "forge.curriculum.difficulty.Difficulty")
@@ -36,7 +36,7 @@ class Stage:
     mix: dict[str, float] = each(at_least(0))
     steps: Optional[int] = at_least(1, default=None)
     epochs: Optional[int] = at_least(1, default=None)
-    threshold: Optional[float] = between(0, 1, default=None)
+    threshold: Optional[float] = at_least(0, default=None)
 
 
 @register("curriculum", "forge.curriculum.staged.Staged")
