@@ -8,7 +8,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from forge.config.schema import GROUPS
+from forge.config.registry import GROUPS
 
 
 def print_config_summary(cfg: DictConfig) -> None:

@@ -130,3 +130,76 @@ def test_params_file_errors_name_the_file_and_line(tmp_path: Path) -> None:
     assert f"optim.wieght_decay: no such key in optim (params.yaml:{line})" in proc.stderr
     proc = run_forge("--params", "missing.yaml", "--run-dir", "out", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "cannot read missing.yaml" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "override, rule",
+    [
+        ("data.batch_size=0", "data.batch_size=0: must be >= 1"),
+        ("trainer.devices=-3", "trainer.devices=-3: must be a count >= 1, -1 (all), auto, or a list of device indices"),
+        ("optim.lr=-1", "optim.lr=-1.0: must be > 0"),
+        ("trainer.max_steps=-5", "trainer.max_steps=-5: must be >= 1"),
+        ("model.n_heads=3", "model.n_heads=3: must divide d_model=128"),
+        ("data.n_val=0", "data.n_val=0: must be >= 1"),
+    ],
+)
+def test_out_of_range_values_are_one_line_errors(override: str, rule: str, tmp_path: Path) -> None:
+    proc = run_forge("validate", "+recipe=quickstart", override, cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"forge: error: {rule} (command line: '{override}')."]
+
+
+def test_a_run_rejects_out_of_range_values_before_any_work(tmp_path: Path) -> None:
+    proc = run_forge("+recipe=quickstart", "data.batch_size=0", f"cache_dir={tmp_path / 'cache'}", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == ["forge: error: data.batch_size=0: must be >= 1 (command line: 'data.batch_size=0')."]
+    assert not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["eval.batch_size=0"], "eval.batch_size=0: must be >= 1"),
+        (["model.dropout=1.0"], "model.dropout=1.0: must be in [0, 1)"),
+        (["optim.betas=[0.9,1.0]"], "optim.betas=[0.9, 1.0]: every item must be in [0, 1)"),
+        (["optim.weight_decay=-0.1"], "optim.weight_decay=-0.1: must be >= 0"),
+        (["trainer.val_every_n_steps=0"], "trainer.val_every_n_steps=0: must be >= 1"),
+        (["trainer.checkpoint_every_n_steps=0"], "trainer.checkpoint_every_n_steps=0: must be >= 1"),
+        (["trainer.log_every_n_steps=-1"], "trainer.log_every_n_steps=-1: must be >= 1"),
+        (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches=0: must be >= 1"),
+        (["trainer.devices=0"], "trainer.devices=0: must be a count"),
+        (["trainer.num_nodes=0"], "trainer.num_nodes=0: must be >= 1"),
+        (["model.n_layers=0"], "model.n_layers=0: must be >= 1"),
+        (["model.init=smal"], "model.init=smal: not a valid choice (command line: 'model.init=smal'). Did you mean 'small'?"),
+        (["data=modular", "data.train_fraction=1.0"], "data.train_fraction=1.0: must be strictly between 0 and 1"),
+        (["data=arithmetic", "data.digits=10"], "data.digits=10: must be in [1, 9]"),
+        (["data=sudoku", "data.levels=[easy,hardest]"], "data.levels=['easy', 'hardest']: every item must be one of trivial"),
+        (["data=maze", "data.size=8"], "data.size=8: must be odd"),
+        (["+recipe=coder_lora", "data.val_fraction=0.5", "data.test_fraction=0.5"], "data.test_fraction=0.5: must leave rows to train on"),
+        (["compressor=rtn", "compressor.bits=9"], "compressor.bits=9: must be in [1, 8]"),
+        (["compressor=vptq", "compressor.outlier_fraction=1.5"], "compressor.outlier_fraction=1.5: must be in [0, 1)"),
+        (["compressor=bitnet", "compressor.packing=3bit"], "compressor.packing=3bit: not a valid choice"),
+        (["optim/grokfast=ema", "optim.grokfast.window=0"], "optim.grokfast.window=0: must be >= 1"),
+        (["data=sudoku", "curriculum=difficulty", "curriculum.levels.1.lr=0"], "curriculum.levels.1.lr=0.0: must be > 0"),
+        (["data=sudoku", "curriculum=difficulty", "curriculum.replay=1.0"], "curriculum.replay=1.0: must be in [0, 1)"),
+        (["+recipe=cogment_agent_forge", "curriculum.stages.0.steps=0"], "curriculum.stages.0.steps=0: must be >= 1"),
+        (["+recipe=coder_lora", "peft.r=0"], "peft.r=0: must be >= 1"),
+        (["+recipe=coder_lora", "eval.humaneval.batch_size=0"], "eval.humaneval.batch_size=0: must be >= 1"),
+        (["+recipe=coder_lora", "eval.humaneval.k=[1,10]"], "eval.humaneval.k=[1, 10]: pass@k needs samples >= k"),
+        (["+recipe=coder_lora", "export.outputs=[merged,ggml]"], "export.outputs=['merged', 'ggml']: every item must be one of adapter"),
+    ],
+)
+def test_range_checks_name_the_key_the_value_and_the_rule(overrides: list[str], message: str) -> None:
+    """Each case is a valid combination but for the one value out of range."""
+    recipe = [] if overrides[0].startswith("+recipe=") else ["+recipe=quickstart"]
+    cfg, origin = compose([*recipe, *overrides])
+    with pytest.raises(ConfigError) as e:
+        validate(cfg, origin.where)
+    assert str(e.value).startswith(message), str(e.value)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("devices", ["1", "-1", "auto", "[0,1]", "'0,1'"])
+def test_every_devices_form_lightning_takes_validates(devices: str) -> None:
+    cfg, origin = compose(["+recipe=quickstart", f"trainer.devices={devices}"])
+    assert validate(cfg, origin.where).trainer.devices is not None

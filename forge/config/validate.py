@@ -1,4 +1,8 @@
-"""Check a composed config against the schemas and return it typed (strings become numbers)."""
+"""Check a composed config against the schemas and return it typed (strings become numbers).
+
+Each node is merged into its schema (types, misspelt and missing keys), then checked against the
+bounds its schema's fields declare (forge.config.rules), so a value out of range fails here, in
+one line naming the key and where it was set, before anything heavy runs."""
 
 from __future__ import annotations
 
@@ -12,7 +16,9 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from forge.config.combinations import check_combination
 from forge.config.errors import ConfigError, choices_text, suggest
-from forge.config.schema import ALLOWED_TARGET_PREFIXES, CHOICES, GROUPS, SCHEMAS, STAGES, ForgeConfig
+from forge.config.registry import GROUPS, schemas
+from forge.config.rules import violations
+from forge.config.schema import ALLOWED_TARGET_PREFIXES, ForgeConfig
 
 Where = Callable[[str], str]
 
@@ -33,10 +39,6 @@ def validate(cfg: DictConfig, where: Optional[Where] = None) -> DictConfig:
         if not isinstance(source, DictConfig):
             raise ConfigError(f"{key}: not a data config{where(key)}; give a mapping with a _target_.")
         top.data.sources[name] = _merge(OmegaConf.structured(_schema("data", source, where)), source, key, key, where)
-    for key, allowed in {"stage": STAGES, **CHOICES}.items():
-        value = OmegaConf.select(top, key)
-        if value is not None and value not in allowed:
-            raise ConfigError(f"{key}={value}: not a valid choice{where(key)}.{suggest(str(value), allowed)} " + choices_text(allowed))
     _check_cv(top, where)
     check_combination(top, where)
     return top
@@ -52,18 +54,16 @@ def _check_cv(top: DictConfig, where: Where) -> None:
 
 def _schema(group: str, node: DictConfig, where: Where) -> type:
     target = node.get("_target_")
-    schemas = SCHEMAS[group]
-    if target in schemas:
-        return schemas[target]
-    if None in schemas and target is None:
-        return schemas[None]
+    options = schemas()[group]
+    if target in options:
+        return options[target]
     key = f"{group}._target_"
     if target is not None and not str(target).startswith(ALLOWED_TARGET_PREFIXES):
         raise ConfigError(
             f"{key}={target}: not allowed{where(key)}. forge only instantiates classes under "
             + ", ".join(ALLOWED_TARGET_PREFIXES)
         )
-    known = [str(t) for t in schemas if t is not None]
+    known = [str(t) for t in options if t is not None]
     raise ConfigError(
         f"{key}={target}: no schema for this target{where(key)}.{suggest(str(target), known)} "
         + choices_text(known)
@@ -96,6 +96,9 @@ def _merge(schema: DictConfig, node: DictConfig, prefix: str, what: str, where: 
     if missing:
         key = full(missing[0])
         raise ConfigError(f"{key}: no value given{where(key)}; set it in the group file or with {key}=VALUE.")
+    for name, value, rule in violations(OmegaConf.get_type(schema), merged):
+        key = full(name)
+        raise ConfigError(rule.message(key, value, where(key)))
     return merged
 
 

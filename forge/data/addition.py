@@ -21,7 +21,7 @@ class Addition:
     meta = {"blank": "_"}  # hides the sum from bidirectional models
 
     def __init__(
-        self, digits: int, lsb_first: bool, n_train: int, n_val: int, n_test: int, seed: int, **_: object
+        self, digits: int, lsb_first: bool, n_train: int, n_val: int, n_test: int, seed: int
     ) -> None:
         self.digits, self.lsb_first = digits, lsb_first
         self.sizes = {"train": n_train, "val": n_val, "test": n_test}

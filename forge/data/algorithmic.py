@@ -13,15 +13,13 @@ from typing import Callable
 
 import numpy as np
 
+from forge.data.configs import ARITHMETIC_OPS, MAX_DIGITS, MODULAR_OPS
 from forge.data.task import IGNORE, SplitArrays
 
 # Up to this many possible problems, they are numbered and drawn without replacement; beyond it
 # (no int64 numbering) random problems are drawn and duplicates dropped.
 NUMBERED = 2**62
 REJECTION_ROUNDS = 100
-ARITHMETIC_OPS = {"add": "+", "sub": "-", "mul": "*"}
-MODULAR_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
-MAX_DIGITS = 9  # products of two 9-digit numbers still fit int64
 BLANK = "_"  # what a bidirectional model sees in place of the answer
 META = {"blank": BLANK}
 
@@ -87,7 +85,7 @@ class Sorting:
     meta = META
 
     def __init__(
-        self, length: int, max_value: int, n_train: int, n_val: int, n_test: int, seed: int, **_: object
+        self, length: int, max_value: int, n_train: int, n_val: int, n_test: int, seed: int
     ) -> None:
         if length < 2:
             raise ValueError(f"data.length={length}: sorting needs at least 2 numbers")
@@ -132,7 +130,7 @@ class Arithmetic:
     meta = META
 
     def __init__(
-        self, op: str, digits: int, lsb_first: bool, n_train: int, n_val: int, n_test: int, seed: int, **_: object
+        self, op: str, digits: int, lsb_first: bool, n_train: int, n_val: int, n_test: int, seed: int
     ) -> None:
         if op not in ARITHMETIC_OPS:
             raise ValueError(f"data.op={op}: use one of {', '.join(ARITHMETIC_OPS)}")
@@ -189,7 +187,7 @@ class Modular:
 
     meta = META
 
-    def __init__(self, p: int, op: str, train_fraction: float, seed: int, **_: object) -> None:
+    def __init__(self, p: int, op: str, train_fraction: float, seed: int) -> None:
         if op not in MODULAR_OPS:
             raise ValueError(f"data.op={op}: use one of {', '.join(MODULAR_OPS)}")
         if p < 2 or (op == "div" and not is_prime(p)):

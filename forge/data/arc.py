@@ -29,14 +29,13 @@ from typing import Any
 
 import numpy as np
 
+from forge.data.configs import ARC_MAX_GRID, VERSIONS
 from forge.data.grids import DIHEDRAL, dihedral
 from forge.data.task import IGNORE, SplitArrays
 
 COLOURS = 10
 VOCAB = [str(c) for c in range(COLOURS)] + ["PAD", "?", "IN", "OUT"]
 PAD, BLANK, IN, OUT = (VOCAB.index(t) for t in ("PAD", "?", "IN", "OUT"))
-VERSIONS = ("arcagi1", "arcagi2")
-ARC_MAX_GRID = 30
 VAL_FRACTION = 0.1  # of the training tasks, at least one
 # Draws per wanted copy before giving up on finding distinct augmentations (a grid of one
 # colour with every symmetry has only a few).
@@ -109,7 +108,6 @@ class ARC:
         augment: int,
         train_on_eval_demos: bool,
         seed: int,
-        **_: object,
     ) -> None:
         if version not in VERSIONS:
             raise ValueError(f"data.version={version}: use one of {', '.join(VERSIONS)}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-DIHEDRAL = 8
+from forge.data.configs import DIHEDRAL
 
 
 def dihedral(grid: np.ndarray, k: int) -> np.ndarray:

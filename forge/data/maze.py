@@ -108,7 +108,6 @@ class Maze:
         loops: float,
         augment: int,
         seed: int,
-        **_: object,
     ) -> None:
         if size < 5 or size % 2 == 0:
             raise ValueError(f"data.size={size}: a maze needs an odd size of 5 or more (walls on the border)")

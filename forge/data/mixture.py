@@ -13,18 +13,18 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from forge.config.instantiate import instantiate
+from forge.data.prepare import build_task
 from forge.data.task import IGNORE, SplitArrays
 
 PAD, BLANK = "<pad>", "<blank>"
 
 
 class Mixture:
-    def __init__(self, sources: dict[str, Any], **_: object) -> None:
+    def __init__(self, sources: dict[str, Any]) -> None:
         if not sources:
             raise ValueError("data.sources is empty: name at least one task")
         self.names = list(sources)
-        self.tasks = {name: instantiate(OmegaConf.create(cfg)) for name, cfg in sources.items()}
+        self.tasks = {name: build_task(OmegaConf.create(cfg)) for name, cfg in sources.items()}
         self.vocab = [PAD, BLANK]
         for task in self.tasks.values():
             self.vocab += [t for t in task.vocab if t not in self.vocab]

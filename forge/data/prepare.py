@@ -16,12 +16,13 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from forge.config.instantiate import instantiate
 from forge.atomic import atomic_dir, write_json
+from forge.config.errors import ConfigError
+from forge.config.instantiate import instantiate, resolve_target
+from forge.data.configs import LOADER_KEYS
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 2
-LOADER_KEYS = ("batch_size",)
 
 
 def fingerprint(data_cfg: DictConfig, inputs: Optional[dict] = None) -> str:
@@ -35,10 +36,24 @@ def cache_root(cache_dir: Optional[str]) -> Path:
     return Path(cache_dir or os.environ.get("FORGE_CACHE") or Path.home() / ".cache" / "forge") / "data"
 
 
+def build_task(data_cfg: DictConfig, tokenizer: Any = None) -> Any:
+    """The task of a data node: built from its content keys (the loader's are left out), with
+    `tokenizer` passed only to a task that declares `needs_tokenizer`."""
+    content = OmegaConf.create({k: v for k, v in data_cfg.items() if k not in LOADER_KEYS})
+    if not getattr(resolve_target(content._target_), "needs_tokenizer", False):
+        return instantiate(content)
+    if tokenizer is None:
+        raise ConfigError(
+            f"data._target_={content._target_}: this text data is tokenized with the model's tokenizer, and "
+            "model has none; choose a Hugging Face causal LM (model=hf_causal_lm) or a token task for data."
+        )
+    return instantiate(content, tokenizer=tokenizer)
+
+
 def prepare(data_cfg: DictConfig, cache_dir: Optional[str], out: Path, tokenizer: Any = None) -> Path:
     """Make `out` hold the dataset for `data_cfg` (from the cache when it is there). Text data
     (a task with `needs_tokenizer`) is tokenized with `tokenizer`, which is part of its key."""
-    task = instantiate(data_cfg, **({"tokenizer": tokenizer} if tokenizer is not None else {}))
+    task = build_task(data_cfg, tokenizer)
     key = fingerprint(data_cfg, task.content_key() if hasattr(task, "content_key") else None)
     if _fingerprint_of(out) == key:
         log.info("data: %s already in %s", key, out)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from forge.data.algorithmic import BLANK, META, answer_labels, check_sizes, distinct_rows, split_rows
+from forge.data.configs import MODES
 from forge.data.task import SplitArrays
 
-MODES = ("kv", "needle")
 SYMBOLS = 64  # distinct keys, values and filler tokens
 QUERY_LEN = 3  # "Q", key, value
 VOCAB = ["PAD", "Q"] + [f"{kind}{i}" for kind in "kvf" for i in range(SYMBOLS)] + [BLANK]
@@ -31,7 +31,7 @@ class Recall:
     meta = META
 
     def __init__(
-        self, mode: str, length: int, n_keys: int, n_train: int, n_val: int, n_test: int, seed: int, **_: object
+        self, mode: str, length: int, n_keys: int, n_train: int, n_val: int, n_test: int, seed: int
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"data.mode={mode}: use one of {', '.join(MODES)}")

@@ -31,10 +31,10 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from forge.data.configs import LEVELS
 from forge.data.task import IGNORE, SplitArrays
 
 BOXES = {4: (2, 2), 6: (2, 3), 9: (3, 3)}
-LEVELS = ("trivial", "easy", "medium", "hard", "expert")
 # Upper bounds on dead ends for easy, medium and hard; more is expert (see the module docstring).
 DEAD_END_LIMITS = (15, 63, 255)
 # Fewest givens that can pin down a unique solution, and how many solution grids exist at all.
@@ -370,7 +370,6 @@ class Sudoku:
         blanks: Optional[int],
         augment: int,
         seed: int,
-        **_: object,
     ) -> None:
         if size not in BOXES:
             raise ValueError(f"data.size={size}: sudoku boards are 4x4, 6x6 or 9x9; set size to 4, 6 or 9")

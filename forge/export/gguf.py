@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from forge.export.configs import GGUF_TYPES as TYPES
+
 LAYER_NAMES = {
     "input_layernorm": "attn_norm", "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
     "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
     "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
 }
-TYPES = ("f32", "f16", "q8_0")
 
 
 def permute(weight: np.ndarray, n_head: int) -> np.ndarray:

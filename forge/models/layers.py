@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from forge.data.task import IGNORE
+from forge.models.configs import MIXERS
 
 
 class Attention(nn.Module):
@@ -48,7 +49,7 @@ class Block(nn.Module):
 
     def __init__(self, d_model: int, n_heads: int, d_ff: int, mixer: str, seq_len: int) -> None:
         super().__init__()
-        if mixer not in ("attention", "mlp"):
+        if mixer not in MIXERS:
             raise ValueError(f"model.mixer={mixer!r}: choose attention or mlp")
         self.mixer = Attention(d_model, n_heads) if mixer == "attention" else TokenMixer(seq_len)
         self.ff = nn.Sequential(nn.Linear(d_model, d_ff, bias=False), nn.GELU(), nn.Linear(d_ff, d_model, bias=False))

@@ -6,13 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-# small: N(0, 0.02) weights and zero biases (GPT-2); torch_default: what PyTorch's layers start
-# with (embeddings N(0, 1), Kaiming-uniform linears), as in the grokking and GrokFast papers' code.
-# Large initial weights are what delays generalization on algorithmic tasks (Liu et al. 2022,
-# "Omnigrok"): with `small`, x*y mod 97 generalizes in a few hundred steps and there is no
-# grokking to speed up.
-INITS = ("small", "torch_default")
+from forge.models.configs import INITS
 
 
 class Block(nn.Module):

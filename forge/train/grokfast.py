@@ -19,8 +19,9 @@ from typing import Any, Optional
 import lightning as L
 import torch
 
+from forge.train.configs import FILTERS
+
 log = logging.getLogger("forge.train")
-FILTERS = ("ema", "ma")
 
 
 class GrokFast(L.Callback):

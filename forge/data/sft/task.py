@@ -14,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
+from forge.data.configs import SFT_FORMATS
 from forge.data.sft import agent_traces, formats
 from forge.data.sft.examples import BadRecord, Example
 from forge.data.sft.pack import Packer
@@ -23,9 +24,6 @@ from forge.data.sft.rows import RowWriter
 from forge.data.sft.tokenize import encode
 from forge.data.task import SPLITS
 from forge.errors import ForgeError
-
-FORMATS = ("prompt_completion", "messages", "alpaca", "agent_runs", "claude_code", "python_code")
-
 
 def fit(ids: list[int], mask: list[bool], seq_len: int) -> tuple[list[int], list[bool]]:
     """Cut an example to seq_len tokens: its end goes when a scored token lies within the
@@ -39,15 +37,15 @@ def fit(ids: list[int], mask: list[bool], seq_len: int) -> tuple[list[int], list
 
 
 class SFT:
-    needs_tokenizer = True
+    needs_tokenizer = True  # text is tokenized with the model's tokenizer, which `prepare` passes
 
     def __init__(
         self, sources: list[dict[str, Any]], seq_len: int, packing: bool, val_fraction: float, test_fraction: float,
-        seed: int, batch_size: int, tokenizer: Any = None,
+        seed: int, tokenizer: Any,
     ) -> None:
         for i, s in enumerate(sources):
-            if s.get("format") not in FORMATS:
-                raise ValueError(f"data.sources.{i}.format={s.get('format')!r}: choose one of {', '.join(FORMATS)}")
+            if s.get("format") not in SFT_FORMATS:
+                raise ValueError(f"data.sources.{i}.format={s.get('format')!r}: choose one of {', '.join(SFT_FORMATS)}")
         if not 0 <= val_fraction + test_fraction < 1:
             raise ValueError("data.val_fraction + data.test_fraction must be in [0, 1)")
         self.sources, self.seq_len, self.packing = sources, seq_len, packing

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from forge.models.configs import VARIANTS
 from forge.models.layers import Reasoner, TokenEmbedding, init_linear, token_ce_per_example
 from forge.models.sequence import answer_scores
 
@@ -52,7 +53,7 @@ class HRRM(nn.Module):
         ema_decay: float,
     ) -> None:
         super().__init__()
-        if variant not in ("hrm", "trm"):
+        if variant not in VARIANTS:
             raise ValueError(f"model.variant={variant!r}: choose hrm (planner + reasoner) or trm (one tiny network)")
         if min(h_cycles, l_cycles, segments) < 1:
             raise ValueError("model.h_cycles, model.l_cycles and model.segments must be at least 1")

@@ -1,0 +1,161 @@
+"""Schemas of the `data` options, light enough for `forge validate` (no numpy).
+
+A data node holds the task's content (what `prepare` builds and caches) and the loader's
+settings (LOADER_KEYS, read when batches are drawn). Every schema has the loader keys through
+`Loader`; the task is built from the node without them. The allowed values of the tasks' string
+options are defined here once and imported by the tasks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+from omegaconf import MISSING, DictConfig
+
+from forge.config.registry import register
+from forge.config.rules import at_least, between, each, fraction, one_of, open_fraction
+
+VERSIONS = ("arcagi1", "arcagi2")  # ARC-AGI
+ARC_MAX_GRID = 30
+LEVELS = ("trivial", "easy", "medium", "hard", "expert")  # sudoku difficulty
+MODES = ("kv", "needle")  # recall
+ARITHMETIC_OPS = {"add": "+", "sub": "-", "mul": "*"}
+MODULAR_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+MAX_DIGITS = 9  # products of two 9-digit numbers still fit int64
+SFT_FORMATS = ("prompt_completion", "messages", "alpaca", "agent_runs", "claude_code", "python_code")
+DIHEDRAL = 8  # rotations and reflections of a square grid, the identity included
+
+
+@dataclass
+class Loader:
+    """Keys the data loader reads; the task never sees them."""
+
+    batch_size: int = at_least(1)
+
+
+LOADER_KEYS = tuple(f.name for f in dataclasses.fields(Loader))
+
+
+@dataclass
+class Seeded(Loader):
+    seed: int = MISSING
+
+
+@dataclass
+class SplitSizes(Seeded):
+    """Tasks that generate a fixed number of problems per split. Each split needs one: training
+    validates on val and the evaluate stage scores test."""
+
+    n_train: int = at_least(1)
+    n_val: int = at_least(1)
+    n_test: int = at_least(1)
+
+
+@register("data", "forge.data.addition.Addition")
+@dataclass
+class AdditionConfig(SplitSizes):
+    digits: int = at_least(1)
+    lsb_first: bool = MISSING
+
+
+@register("data", "forge.data.algorithmic.Sorting")
+@dataclass
+class SortingConfig(SplitSizes):
+    length: int = at_least(2)
+    max_value: int = at_least(1)
+
+
+@register("data", "forge.data.algorithmic.Arithmetic")
+@dataclass
+class ArithmeticConfig(SplitSizes):
+    op: str = one_of(ARITHMETIC_OPS)
+    digits: int = between(1, MAX_DIGITS)
+    lsb_first: bool = MISSING
+
+
+@register("data", "forge.data.algorithmic.Modular")
+@dataclass
+class ModularConfig(Seeded):
+    p: int = at_least(2)
+    op: str = one_of(MODULAR_OPS)
+    train_fraction: float = open_fraction()
+
+
+@register("data", "forge.data.recall.Recall")
+@dataclass
+class RecallConfig(SplitSizes):
+    mode: str = one_of(MODES)
+    length: int = at_least(1)
+    n_keys: int = at_least(1)
+
+
+@register("data", "forge.data.sudoku.Sudoku")
+@dataclass
+class SudokuConfig(SplitSizes):
+    size: int = MISSING
+    levels: list[str] = each(one_of(LEVELS))
+    blanks: Optional[int] = at_least(1)
+    augment: int = at_least(0)
+
+
+@register("data", "forge.data.maze.Maze")
+@dataclass
+class MazeConfig(SplitSizes):
+    size: int = at_least(5)
+    min_path: int = at_least(1)
+    loops: float = between(0, 1)
+    augment: int = between(0, DIHEDRAL - 1)
+
+    @staticmethod
+    def relations(node: DictConfig) -> Iterator[tuple[str, str]]:
+        if node.size % 2 == 0:
+            yield "size", "must be odd (walls on the border)"
+
+
+@register("data", "forge.data.arc.ARC")
+@dataclass
+class ARCConfig(Seeded):
+    version: str = one_of(VERSIONS)
+    max_grid: int = between(1, ARC_MAX_GRID)
+    max_demos: int = at_least(1)
+    augment: int = at_least(0)
+    train_on_eval_demos: bool = MISSING
+
+
+@register("data", "forge.data.mixture.Mixture")
+@dataclass
+class MixtureConfig(Loader):
+    """Each source is a full data config of its own, checked against its own schema."""
+
+    sources: dict[str, Any] = MISSING
+
+
+@dataclass
+class SFTSource:
+    """One input of an SFT dataset; the keys after `path` apply to some formats only."""
+
+    format: str = one_of(SFT_FORMATS)
+    path: str = MISSING
+    kinds: Optional[list[str]] = None  # claude_code
+    successful_only: bool = True  # claude_code
+    reward_weights: Optional[dict[str, float]] = None  # agent_runs
+    min_reward: Optional[float] = None  # agent_runs
+    min_lines: int = at_least(1, default=3)  # python_code
+    max_lines: int = at_least(1, default=40)  # python_code
+
+
+@register("data", "forge.data.sft.SFT")
+@dataclass
+class SFTConfig(Seeded):
+    sources: list[SFTSource] = MISSING
+    seq_len: int = at_least(2)
+    packing: bool = MISSING
+    val_fraction: float = fraction()
+    test_fraction: float = fraction()
+
+    @staticmethod
+    def relations(node: DictConfig) -> Iterator[tuple[str, str]]:
+        if node.val_fraction + node.test_fraction >= 1:
+            yield "test_fraction", f"must leave rows to train on: val_fraction + test_fraction must be < 1 (val_fraction={node.val_fraction})"

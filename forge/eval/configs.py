@@ -1,0 +1,45 @@
+"""Schema of the `eval` options, light enough for `forge validate`. They have no `_target_`:
+the evaluate stage reads them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional
+
+from omegaconf import MISSING, DictConfig
+
+from forge.config.registry import register
+from forge.config.rules import at_least, each, one_of, positive
+
+METRICS = ("exact_match", "arc_vote", "lm")
+SPLITS = ("val", "test")
+PROMPTS = ("completion", "chat")  # HumanEval: continue the prompt, or ask through the chat template
+
+
+@dataclass
+class HumanEvalConfig:
+    prompt: str = one_of(PROMPTS)
+    limit: Optional[int] = at_least(1)
+    samples: int = at_least(1)
+    temperature: float = at_least(0)
+    k: list[int] = each(at_least(1))
+    max_new_tokens: int = at_least(1)
+    batch_size: int = at_least(1)
+    timeout_s: float = positive()
+    memory_mb: int = at_least(1)
+    workers: int = at_least(1)
+
+    @staticmethod
+    def relations(node: DictConfig) -> Iterator[tuple[str, str]]:
+        if any(k > node.samples for k in node.k):
+            yield "k", f"pass@k needs samples >= k (samples={node.samples}); raise samples or lower k"
+
+
+@register("eval")
+@dataclass
+class EvalConfig:
+    metric: str = one_of(METRICS)
+    split: str = one_of(SPLITS)
+    batch_size: int = at_least(1)
+    compare_base: bool = False  # causal LMs: score the base model too, side by side
+    humaneval: Optional[HumanEvalConfig] = None
