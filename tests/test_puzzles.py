@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from forge.config.instantiate import instantiate
+from forge.data.prepare import build_task
 from forge.data.grids import DIHEDRAL, dihedral
 from forge.data.maze import GOAL, OPEN, PATH, START, WALL, Maze, shortest_paths
 from forge.data.sudoku import (
@@ -328,5 +328,5 @@ def test_shipped_configs_build(name: str) -> None:
     cfg = OmegaConf.load(REPO / "conf" / "data" / f"{name}.yaml")
     assert "batch_size" in cfg
     cfg.n_train, cfg.n_val, cfg.n_test = 2, 1, 1
-    splits = instantiate(cfg).build()
+    splits = build_task(cfg).build()
     assert len(splits["train"].inputs) > 2 and len(splits["val"].inputs) == len(splits["test"].inputs) == 1

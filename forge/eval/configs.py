@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-from omegaconf import MISSING, DictConfig
+from omegaconf import DictConfig
 
 from forge.config.registry import register
 from forge.config.rules import at_least, each, one_of, positive
