@@ -69,7 +69,8 @@ def prepare(cfg: DictConfig, paths: RunPaths) -> None:
 
 
 @stage(
-    params=("model", "optim", "trainer", "curriculum", "peft", "compressor", "logger", "seed", "data.batch_size", "eval.batch_size"),
+    params=("model", "optim", "trainer", "curriculum", "peft", "compressor", "logger", "callbacks", "seed", "data.batch_size",
+            "eval.batch_size"),
     needs=("data",),
     code=("forge/families", "forge/train", "forge/models", "forge/curriculum", "forge/compress", "forge/data/loader.py"),
     outs=("checkpoints",),

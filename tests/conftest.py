@@ -32,6 +32,17 @@ def tiny(cache: Path) -> list[str]:
     ]
 
 
+def run_in_process(*overrides: str, run_dir: Path) -> "RunResult":  # noqa: F821
+    """What `forge OVERRIDES hydra.run.dir=RUN_DIR` runs, in this process (lightning-hydra-
+    template's `train(cfg)`): for tests that need a run directory, not the command line."""
+    from forge.config.compose import compose
+    from forge.config.validate import validate
+    from forge.runner import run
+
+    cfg, origin = compose(list(overrides))
+    return run(validate(cfg, origin.where), run_dir)
+
+
 def forge_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

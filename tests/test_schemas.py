@@ -45,7 +45,7 @@ def _fields(schema: type) -> set[str]:
 
 
 def test_every_group_has_schemas() -> None:
-    assert {g for g, _, _ in REGISTERED} == {"model", "data", "curriculum", "compressor", "optim", "peft", "logger"}
+    assert {g for g, _, _ in REGISTERED} == {"model", "data", "curriculum", "compressor", "optim", "peft", "logger", "callbacks"}
     assert len(REGISTERED) >= 25
 
 

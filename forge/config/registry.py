@@ -29,10 +29,13 @@ SCHEMA_MODULES = (
     "forge.eval.configs",
     "forge.export.configs",
 )
+# Groups whose value is a mapping of named entries, each an option of its own (`callbacks`:
+# lightning-hydra-template's instantiate_callbacks; an entry that is null is off).
+ENTRY_GROUPS = ("callbacks",)
 # Groups with an option that switches them off (`_target_: null`).
 OPTIONAL_GROUPS = ("curriculum", "compressor", "peft", "logger")
 
-_registry: dict[str, dict[Optional[str], type]] = {group: {} for group in GROUPS}
+_registry: dict[str, dict[Optional[str], type]] = {group: {} for group in (*GROUPS, *ENTRY_GROUPS)}
 _loaded = False
 
 
@@ -41,8 +44,8 @@ def register(group: str, target: Optional[str] = None) -> Callable[[type], type]
     (None: the group's options have no `_target_`, like `trainer`). With a target, what is
     registered is the schema with a first field `_target_` defaulting to it, so the target is
     written once, here."""
-    if group not in GROUPS:
-        raise ValueError(f"register: unknown config group {group!r}; one of {', '.join(GROUPS)}")
+    if group not in _registry:
+        raise ValueError(f"register: unknown config group {group!r}; one of {', '.join(_registry)}")
 
     def add(cls: type) -> type:
         schema = cls if target is None else _with_target(cls, target)

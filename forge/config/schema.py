@@ -44,6 +44,7 @@ class ForgeConfig:
     eval: Any = None
     export: Any = None
     logger: Any = None
+    callbacks: dict[str, Any] = field(default_factory=dict)
 
 
 # The only modules a config's `_target_` may name: a recipe from elsewhere cannot run arbitrary

@@ -39,6 +39,14 @@ def validate(cfg: DictConfig, where: Optional[Where] = None) -> DictConfig:
         if not isinstance(source, DictConfig):
             raise ConfigError(f"{key}: not a data config{where(key)}; give a mapping with a _target_.")
         top.data.sources[name] = _merge(OmegaConf.structured(_schema("data", source, where)), source, key, key, where)
+    for name in top.callbacks:  # each entry is a node with a _target_, or null (off)
+        key = f"callbacks.{name}"
+        entry = OmegaConf.create({"entry": OmegaConf.to_container(top.callbacks, resolve=True)[name]}).entry
+        if entry is None:
+            continue
+        if not isinstance(entry, DictConfig):
+            raise ConfigError(f"{key}: not a callback{where(key)}; give a mapping with a _target_, or null for none.")
+        top.callbacks[name] = _merge(OmegaConf.structured(_schema("callbacks", entry, where)), entry, key, key, where)
     _check_cv(top, where)
     check_combination(top, where)
     return top

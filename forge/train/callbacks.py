@@ -1,14 +1,24 @@
-"""Callbacks forge adds to every Lightning run."""
+"""Callbacks: the ones forge adds to every Lightning run (throughput, progress), and the
+`callbacks` config group built from config."""
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Optional
 
 import lightning as L
+from omegaconf import DictConfig
 
 log = logging.getLogger("forge.train")
+
+
+def instantiate_callbacks(node: Optional[DictConfig]) -> list[L.Callback]:
+    """Every entry of the `callbacks` group that is not null, built from its `_target_` (only
+    forge's allowed targets), in the order the config lists them."""
+    from forge.config.instantiate import instantiate
+
+    return [instantiate(entry) for entry in (node or {}).values() if entry is not None]
 
 
 class Throughput(L.Callback):
@@ -54,12 +64,12 @@ class StopAt(L.Callback):
     Lightning's EarlyStopping threshold is strict (> not >=), so an exact match of 1.0 would
     never stop it."""
 
-    def __init__(self, targets: dict[str, float]) -> None:
-        self.targets = dict(targets)
+    def __init__(self, targets: Optional[dict[str, float]] = None) -> None:
+        self.targets = dict(targets or {})
         self.reached: dict[str, int] = {}
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not self.targets:
             return
         for name, target in self.targets.items():
             value = trainer.callback_metrics.get(name)

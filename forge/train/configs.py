@@ -58,6 +58,7 @@ class TrainerConfig:
     stop_at: Optional[dict[str, float]] = None
 
 
+@register("callbacks", "forge.train.grokfast.GrokFast")
 @dataclass
 class GrokFastConfig:
     filter: str = one_of(FILTERS)
@@ -65,6 +66,12 @@ class GrokFastConfig:
     lamb: float = at_least(0)
     window: int = at_least(1)
     start_after_train_accuracy: Optional[float] = between(0, 1)
+
+
+@register("callbacks", "forge.train.callbacks.StopAt")
+@dataclass
+class StopAtConfig:
+    targets: Optional[dict[str, float]] = None  # null or {}: never stops early
 
 
 @register("optim", "torch.optim.AdamW")

@@ -11,7 +11,7 @@ from typing import Callable, Optional
 
 import lightning as L
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from forge import atomic
@@ -21,7 +21,7 @@ from forge.data.prepare import load_meta
 from forge.errors import ForgeError, NonFiniteLossError
 from forge.models import count_parameters
 from forge.run_dir import RunPaths
-from forge.train.callbacks import StopAt
+from forge.train.callbacks import StopAt, instantiate_callbacks
 from forge.train.loggers import build_loggers
 from forge.train.trainer import build_trainer
 
@@ -79,11 +79,7 @@ def fit(cfg: DictConfig, paths: RunPaths, build_module: Callable[[dict], L.Light
     curriculum = _curriculum(cfg)
     if curriculum is not None:
         curriculum.attach(SplitDataset(paths.data, "val", not module.causal), meta)
-    callbacks = [curriculum] if curriculum is not None else []
-    if cfg.optim.get("grokfast") is not None:
-        from forge.train.grokfast import GrokFast
-
-        callbacks.append(GrokFast(**OmegaConf.to_container(cfg.optim.grokfast)))
+    callbacks = ([curriculum] if curriculum is not None else []) + instantiate_callbacks(cfg.get("callbacks"))
     loggers = build_loggers(cfg.logger, paths, resume=ckpt is not None)
     # A curriculum picks each epoch's rows, so the train loader is rebuilt every epoch.
     trainer = build_trainer(cfg, paths, loggers, callbacks, reload_each_epoch=curriculum is not None)
