@@ -160,10 +160,10 @@ def test_tied_weights_are_stored_once(tiny_lm: Path, tmp_path: Path) -> None:
 def test_rtn_stage_writes_the_packed_model_and_evaluate_compares_it(tmp_path: Path, cache: Path) -> None:
     import json
 
-    from conftest import run_forge, tiny
+    from conftest import run_in_process, tiny
 
     run = tmp_path / "run"
-    run_forge(*tiny(cache), "compressor=rtn", "compressor.bits=8", "compressor.group=16", f"hydra.run.dir={run}", cwd=tmp_path)
+    run_in_process(*tiny(cache), "compressor=rtn", "compressor.bits=8", "compressor.group=16", run_dir=run)
     report = json.loads((run / "compressed" / "compress.json").read_text())
     assert report["compressed_bits_per_weight"] == 8 + 32 / 16 and report["file_bytes"] == (run / "compressed" / "model.safetensors").stat().st_size
     assert "head.weight" in report["float_tensors"]
@@ -172,10 +172,9 @@ def test_rtn_stage_writes_the_packed_model_and_evaluate_compares_it(tmp_path: Pa
     assert metrics["compressed/top1_agreement"] > 0.99 and abs(metrics["compressed/kl"]) < 1e-3, "int8 barely moves the model"
     assert abs(metrics["compressed/test/loss"] - metrics["test/loss"]) < 0.01
 
-    vq = ["compressor=vptq", "compressor.codebook_size=16", "compressor.calibration_batches=2", "compressor.tune_steps=3",
-          f"hydra.run.dir={run}"]
+    vq = ["compressor=vptq", "compressor.codebook_size=16", "compressor.calibration_batches=2", "compressor.tune_steps=3"]
     for stage in ("compress", "evaluate"):  # the same trained model, compressed again another way
-        run_forge(*tiny(cache), *vq, f"stage={stage}", cwd=tmp_path)
+        run_in_process(*tiny(cache), *vq, f"stage={stage}", run_dir=run)
     assert len(json.loads((run / "compressed" / "compress.json").read_text())["tune_kl"]) == 3
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["compressed/method"] == "vptq" and metrics["compressed/bits_per_weight"] < 2.5
@@ -217,10 +216,10 @@ def test_bitnet_packs_ternary_weights_exactly(packing: str, bits: float) -> None
 def test_bitnet_qat_trains_in_and_reloads_exactly(tmp_path: Path, cache: Path) -> None:
     import json
 
-    from conftest import run_forge, tiny
+    from conftest import run_in_process, tiny
 
     run = tmp_path / "run"
-    run_forge(*tiny(cache), "compressor=bitnet", f"hydra.run.dir={run}", cwd=tmp_path)
+    run_in_process(*tiny(cache), "compressor=bitnet", run_dir=run)
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["hyper_parameters"]["compressor_cfg"]["_target_"] == "forge.compress.bitnet.BitNet"
     from forge.compress.bitnet import BitLinear
@@ -308,7 +307,7 @@ def test_text_perplexity_and_bits_per_byte_follow_their_definitions(tiny_lm: Pat
 def test_bitnet_qat_fine_tune_of_a_causal_lm_exports_the_packed_model(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
     import json
 
-    from conftest import run_forge
+    from conftest import run_in_process
     from test_llm import lm_args
 
     from forge.compress.bitnet import BitLinear
@@ -316,7 +315,7 @@ def test_bitnet_qat_fine_tune_of_a_causal_lm_exports_the_packed_model(tmp_path: 
 
     run = tmp_path / "run"
     args = [a for a in lm_args(tiny_lm, cache, "compressor=bitnet", "export=hf") if not a.startswith("peft")]
-    run_forge(*args, "peft=none", f"hydra.run.dir={run}", cwd=tmp_path)
+    run_in_process(*args, "peft=none", run_dir=run)
     metrics = json.loads((run / "metrics.json").read_text())
     # Not exactly 1: what stays float is stored as float16, which flips near-ties of a random tiny model.
     assert metrics["compressed/bits_per_weight"] < 1.7 and metrics["compressed/top1_agreement"] > 0.95
@@ -330,12 +329,12 @@ def test_bitnet_qat_fine_tune_of_a_causal_lm_exports_the_packed_model(tmp_path: 
 def test_vptq_with_tuning_compresses_a_lora_llm_and_export_reloads_it(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
     import json
 
-    from conftest import run_forge
+    from conftest import run_in_process
     from test_llm import lm_args
 
     run = tmp_path / "run"
     vq = ["compressor=vptq", "compressor.codebook_size=16", "compressor.calibration_batches=2", "compressor.tune_steps=2"]
-    run_forge(*lm_args(tiny_lm, cache, *vq, "export=hf"), f"hydra.run.dir={run}", cwd=tmp_path)
+    run_in_process(*lm_args(tiny_lm, cache, *vq, "export=hf"), run_dir=run)
     report = json.loads((run / "compressed" / "compress.json").read_text())
     assert len(report["tune_kl"]) == 2 and all(k > 0 for k in report["tune_kl"]), "KL against the merged float model"
     metrics = json.loads((run / "metrics.json").read_text())

@@ -13,15 +13,15 @@ from safetensors.numpy import load_file
 from safetensors.torch import load_file as load_tensors
 from scipy.stats import t
 
-from conftest import run_forge, tiny
+from conftest import run_forge, run_in_process, tiny
 from forge.data.folds import fold_of_each
 from forge.run_state import read_state
 
 
 def test_three_fold_cv_reports_mean_and_interval_of_three_models_and_resumes(tmp_path: Path, cache: Path) -> None:
     run = tmp_path / "run"
-    args = [*tiny(cache), "trainer.max_steps=10", "cv.folds=3", f"hydra.run.dir={run}"]
-    run_forge(*args, cwd=tmp_path)
+    args = [*tiny(cache), "trainer.max_steps=10", "cv.folds=3"]
+    run_in_process(*args, run_dir=run)
     summary = json.loads((run / "cv.json").read_text())
     loss = summary["metrics"]["test/loss"]
     values = [json.loads((run / f"fold_{k}" / "metrics.json").read_text())["test/loss"] for k in range(3)]
@@ -45,7 +45,7 @@ def test_three_fold_cv_reports_mean_and_interval_of_three_models_and_resumes(tmp
     fold_1["status"] = "running"  # as if fold 1 had been killed before it finished
     (run / "fold_1" / "run.json").write_text(json.dumps(fold_1))
     assert read_state(run / "fold_1")["status"] == "died"
-    proc = run_forge(*args, f"resume={run}", cwd=tmp_path)
+    proc = run_forge(*args, f"hydra.run.dir={run}", f"resume={run}", cwd=tmp_path)
     log = proc.stdout + proc.stderr
     assert "fold 0 of 3 already finished" in log and "fold 2 of 3 already finished" in log
     assert "fold 1 of 3" in log and "(resumed)" in log

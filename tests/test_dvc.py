@@ -1,4 +1,5 @@
-"""`dvc repro` in a fresh repository: runs the pipeline, then has nothing to do."""
+"""DVC in a fresh repository: dvc.yaml is what the stages declare; the pipeline runs, then has
+nothing to do; an experiment reruns exactly the stages whose params changed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from conftest import REPO, forge_env
 
@@ -59,9 +59,9 @@ def _ran(output: str) -> list[str]:
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
-def test_dvc_experiments_rerun_exactly_the_stages_whose_params_changed(tmp_path: Path, cache: Path) -> None:
-    """`dvc exp run -S` composes params.yaml with Hydra; each stage reruns when a key it reads
-    changed, and only then."""
+def test_dvc_pipeline_in_a_fresh_repo_reruns_exactly_what_changed(tmp_path: Path, cache: Path) -> None:
+    """`dvc exp run -S` composes params.yaml with Hydra and runs the pipeline; `dvc repro` then
+    has nothing to do; a stage reruns when a key it reads changed, and only then."""
     repo = tmp_path / "repo"
     _fresh_repo(repo)
     shrink = [f"{k}={v}" for k, v in SHRINK.items()] + [f"cache_dir={cache}"]
@@ -69,35 +69,17 @@ def test_dvc_experiments_rerun_exactly_the_stages_whose_params_changed(tmp_path:
     def exp(*overrides: str) -> list[str]:
         return _ran(_run("dvc", "exp", "run", *(a for o in (*shrink, *overrides) for a in ("-S", o)), cwd=repo))
 
-    assert exp("compressor=rtn", "compressor.bits=8", "compressor.group=16") == ["prepare", "train", "compress", "evaluate", "export"]
+    rtn = ("compressor=rtn", "compressor.bits=8", "compressor.group=16")
+    assert exp(*rtn) == ["prepare", "train", "compress", "evaluate", "export"]
     metrics = json.loads((repo / "pipeline" / "metrics.json").read_text())
     assert metrics["compressed/method"] == "rtn" and metrics["compressed/top1_agreement"] > 0.9
-    assert exp("compressor=rtn", "compressor.bits=8", "compressor.group=16", "eval.split=val") == ["evaluate"]
+    assert (repo / "pipeline" / "model" / "model.safetensors").is_file()
+    again = _run("dvc", "repro", cwd=repo)
+    assert "Running stage" not in again and "up to date" in again
+    shown = _run("dvc", "metrics", "show", "--json", cwd=repo)
+    assert "test/exact_match" in shown and "final_train_loss" in shown
+    assert "train/loss.tsv" in _run("dvc", "plots", "show", "--json", cwd=repo)
+
+    assert exp(*rtn, "eval.split=val") == ["evaluate"]
     assert exp("compressor=bitnet", "compressor.qat=false") == ["train", "compress", "evaluate", "export"]
     assert exp("compressor=bitnet", "compressor.qat=true") == ["train", "compress", "evaluate", "export"]
-
-
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
-def test_dvc_repro_twice_in_a_fresh_repo(tmp_path: Path, cache: Path) -> None:
-    repo = tmp_path / "repo"
-    _copy_repo(repo)
-    params = OmegaConf.load(repo / "params.yaml")
-    for key, value in SHRINK.items():
-        OmegaConf.update(params, key, value)
-    params.cache_dir = str(cache)
-    OmegaConf.save(params, repo / "params.yaml")
-    _run("git", "init", "-q", cwd=repo)
-    _run("git", "add", "-A", cwd=repo)
-    _run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init", cwd=repo)
-
-    first = _run("dvc", "repro", cwd=repo)
-    for stage in ("prepare", "train", "compress", "evaluate", "export"):
-        assert f"Running stage '{stage}'" in first
-    assert (repo / "pipeline" / "model" / "model.safetensors").is_file()
-    second = _run("dvc", "repro", cwd=repo)
-    assert "Running stage" not in second and "up to date" in second
-
-    metrics = _run("dvc", "metrics", "show", "--json", cwd=repo)
-    assert "test/exact_match" in metrics and "final_train_loss" in metrics
-    plots = _run("dvc", "plots", "show", "--json", cwd=repo)
-    assert "train/loss.tsv" in plots

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import FIXTURES, kill_at_first_checkpoint, run_forge
+from conftest import FIXTURES, kill_at_first_checkpoint, run_forge, run_in_process
 
 
 def lm_args(tiny_lm: Path, cache: Path, *extra: str) -> list[str]:
@@ -27,7 +27,7 @@ def lm_args(tiny_lm: Path, cache: Path, *extra: str) -> list[str]:
 def test_lora_trains_evaluates_and_exports(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
     run = tmp_path / "run"
     he = ["eval=humaneval", "eval.batch_size=4", "eval.humaneval.limit=3", "eval.humaneval.max_new_tokens=8", "eval.humaneval.batch_size=2"]
-    run_forge(*lm_args(tiny_lm, cache, *he, "export=hf", "export.gguf_type=f32"), f"hydra.run.dir={run}", cwd=tmp_path)
+    run_in_process(*lm_args(tiny_lm, cache, *he, "export=hf", "export.gguf_type=f32"), run_dir=run)
     train = json.loads((run / "train.json").read_text())
     assert train["steps"] == 8 and train["train_tokens"] > 0
     assert 0 < train["trained_parameters"] < train["parameters"] / 4, "only the adapters train"
@@ -74,7 +74,7 @@ def test_lora_resume_after_sigkill_is_exact(tmp_path: Path, cache: Path, tiny_lm
                    "export=none")
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     for run in (straight, broken):
-        run_forge(*args, "stage=prepare", f"hydra.run.dir={run}", cwd=tmp_path)
+        run_in_process(*args, "stage=prepare", run_dir=run)
     run_forge(*args, "stage=train", f"hydra.run.dir={straight}", cwd=tmp_path)
     assert 0 < kill_at_first_checkpoint(*args, "stage=train", run_dir=broken, cwd=tmp_path) < 40
     run_forge(*args, "stage=train", f"hydra.run.dir={broken}", f"resume={broken}", cwd=tmp_path)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from conftest import REPO, run_forge, tiny
+from conftest import REPO, run_forge, run_in_process, tiny
 
 
 def test_quickstart_run_directory(tmp_path: Path, cache: Path) -> None:
@@ -38,8 +38,8 @@ def test_quickstart_run_directory(tmp_path: Path, cache: Path) -> None:
 
 def test_stages_one_at_a_time_share_the_run_directory(tmp_path: Path, cache: Path) -> None:
     run = tmp_path / "run"
-    for stage in ("prepare", "train", "evaluate", "export"):
-        run_forge(*tiny(cache), f"stage={stage}", f"hydra.run.dir={run}", cwd=tmp_path)
+    for stage in ("prepare", "train", "compress", "evaluate", "export"):
+        run_in_process(*tiny(cache), f"stage={stage}", run_dir=run)
     assert (run / "metrics.json").is_file() and (run / "model" / "model.safetensors").is_file()
 
 
@@ -51,7 +51,7 @@ def test_a_stage_without_its_inputs_says_what_to_run(tmp_path: Path, cache: Path
 
 def test_csv_logger_and_missing_logger_packages(tmp_path: Path, cache: Path) -> None:
     run = tmp_path / "run"
-    run_forge(*tiny(cache), "logger=csv", "trainer.max_steps=5", f"hydra.run.dir={run}", cwd=tmp_path)
+    run_in_process(*tiny(cache), "logger=csv", "trainer.max_steps=5", run_dir=run)
     assert (run / "csv" / "metrics.csv").is_file()
     for logger in ("tensorboard", "mlflow", "wandb"):
         if importlib.util.find_spec(logger) is None:

@@ -28,13 +28,13 @@ def test_two_point_sweep_writes_its_summary(tmp_path: Path, cache: Path) -> None
 
 def test_a_failed_point_does_not_stop_the_sweep(tmp_path: Path, cache: Path) -> None:
     sweep = tmp_path / "sweep"
-    # 32 is not divisible by 3 heads: that point fails when the model is built.
-    proc = run_forge("-m", *tiny(cache), "trainer.max_steps=5", "model.n_heads=3,4", f"hydra.sweep.dir={sweep}",
+    # A learning rate of 1e9 is valid config, but its loss is NaN at the first step.
+    proc = run_forge("-m", *tiny(cache), "trainer.max_steps=5", "optim.lr=1e9,3e-3", f"hydra.sweep.dir={sweep}",
                      cwd=tmp_path, check=False)
     assert proc.returncode == 1
     rows = json.loads((sweep / "summary.json").read_text())
     assert [r["status"] for r in rows] == ["failed", "ok"]
-    assert "divisible" in rows[0]["error"]
+    assert "training loss is nan at step 1" in rows[0]["error"]
     state = read_state(sweep / "0")
     assert state["status"] == "failed" and state["error"] == rows[0]["error"]
     assert "1 sweep point(s) failed" in proc.stderr
@@ -46,7 +46,7 @@ def _tiny_without(cache: Path, *keys: str) -> list[str]:
 
 def test_optuna_search_reports_its_best_trial_and_survives_a_failed_trial(tmp_path: Path, cache: Path) -> None:
     sweep = tmp_path / "sweep"
-    # n_heads=3 does not divide the width: whichever trial draws it fails when the model is built.
+    # n_heads=3 does not divide the width: whichever trial draws it is refused by validation in its job.
     proc = run_forge(*_tiny_without(cache, "trainer.max_steps"), "trainer.max_steps=10", "hparams_search=optuna",
                      "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", "hydra.sweeper.sampler.seed=2",
                      "model.n_heads=choice(3, 4)", "optim.weight_decay=0.01", "optim.lr=tag(log, interval(1e-3, 1e-2))",
