@@ -35,12 +35,20 @@ def tiny(cache: Path) -> list[str]:
 def run_in_process(*overrides: str, run_dir: Path) -> "RunResult":  # noqa: F821
     """What `forge OVERRIDES hydra.run.dir=RUN_DIR` runs, in this process (lightning-hydra-
     template's `train(cfg)`): for tests that need a run directory, not the command line."""
+    import torch
+
     from forge.config.compose import compose
     from forge.config.validate import validate
     from forge.runner import run
 
     cfg, origin = compose(list(overrides))
-    return run(validate(cfg, origin.where), run_dir)
+    # trainer.deterministic=true switches torch to deterministic algorithms for the process:
+    # leave the process as the run found it.
+    deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    try:
+        return run(validate(cfg, origin.where), run_dir)
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def forge_env() -> dict[str, str]:

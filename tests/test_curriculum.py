@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import kill_at_first_checkpoint, run_forge
+from conftest import kill_at_first_checkpoint, run_forge, run_in_process
 
 SMALL = [
     "trainer.log_every_n_steps=1",
@@ -52,14 +53,16 @@ def mixture_args(tmp_path: Path) -> list[str]:
     return [f"hydra.searchpath=[file://{tmp_path / 'recipes'}]", "+recipe=mix", f"cache_dir={tmp_path / 'cache'}", *SMALL]
 
 
-def test_staged_curriculum_graduates_then_spends_its_budget(tmp_path: Path, mixture_args: list[str]) -> None:
+def test_staged_curriculum_graduates_then_spends_its_budget(tmp_path: Path, mixture_args: list[str],
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     run = tmp_path / "run"
-    proc = run_forge(*mixture_args, f"hydra.run.dir={run}", cwd=tmp_path)
+    run_in_process(*mixture_args, run_dir=run)
     state = _curriculum_state(run)
     assert [h["why"].split(":")[0] for h in state["history"]] == ["graduated", "budget of 60 steps spent"]
     assert [h["step"] for h in state["history"]] == [6, 66]
     assert state["position"] == 2
-    assert "curriculum: complete at step 66" in proc.stdout + proc.stderr
+    assert "curriculum: complete at step 66" in caplog.text
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test/add/examples"] == metrics["test/sort/examples"] == 32
     assert metrics["test/examples"] == 64
@@ -78,23 +81,24 @@ def test_curriculum_resumes_mid_stage_exactly(tmp_path: Path, mixture_args: list
         assert torch.equal(value, b["state_dict"][key]), key
 
 
-def test_difficulty_curriculum_graduates_and_takes_remedial_passes(tmp_path: Path) -> None:
+def test_difficulty_curriculum_graduates_and_takes_remedial_passes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     run = tmp_path / "run"
     levels = (
         "curriculum.levels=["
         "{name: trivial, lr: 0.001, batch_size: 16, max_epochs: 3, patience: 3, gradient_clip: 1.0, threshold: 0.0},"
         "{name: easy, lr: 0.001, batch_size: 8, max_epochs: 1, patience: 1, gradient_clip: 0.5, threshold: 1.01}]"
     )
-    proc = run_forge(
+    caplog.set_level(logging.INFO)
+    run_in_process(
         "+recipe=trm_sudoku", "data.size=6", "data.levels=[trivial,easy]", "data.n_train=60", "data.n_val=30",
         "data.n_test=20", "data.augment=1", "model.d_model=16", "model.d_ff=32", "model.h_cycles=1",
         "model.l_cycles=1", "model.segments=2", "trainer.max_minutes=null", "trainer.max_steps=500",
         "curriculum=difficulty", "curriculum.remedial=1", "curriculum.replay=0.25", levels,
-        f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}", *SMALL, cwd=tmp_path,
+        f"cache_dir={tmp_path / 'cache'}", *SMALL, run_dir=run,
     )
     state = _curriculum_state(run)
     reasons = [h["why"] for h in state["history"]]
     assert reasons[0].startswith("graduated") and reasons[1].startswith("not graduated")
     assert "after 1 remedial passes" in reasons[1]
     assert state["history"][1]["epochs"] == 1  # the remedial pass: one more max_epochs of 1
-    assert "remedial pass 1 at half lr" in proc.stdout + proc.stderr
+    assert "remedial pass 1 at half lr" in caplog.text

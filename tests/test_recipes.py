@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, run_forge
+from conftest import REPO, run_in_process
 from forge.config.compose import compose
 from forge.config.validate import validate
 
@@ -24,12 +24,11 @@ def test_recipe_composes_validates_and_documents_its_command(name: str) -> None:
 
 def test_tiny_sudoku_recipe_trains_evaluates_and_exports(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    run_forge(
+    run_in_process(
         "+recipe=trm_sudoku", "data.size=4", "data.levels=[trivial]", "data.n_train=64", "data.n_val=16",
         "data.n_test=16", "data.augment=1", "data.batch_size=16", "model.d_model=16", "model.d_ff=32",
         "model.segments=2", "trainer.max_minutes=null", "trainer.max_steps=8", "trainer.val_every_n_steps=4",
-        "trainer.checkpoint_every_n_steps=4", "logger=csv", f"cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={run}",
-        cwd=tmp_path,
+        "trainer.checkpoint_every_n_steps=4", "logger=csv", f"cache_dir={tmp_path / 'cache'}", run_dir=run,
     )
     metrics = json.loads((run / "metrics.json").read_text())
     train = json.loads((run / "train.json").read_text())

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import forge_env, run_forge, tiny
+from conftest import forge_env, run_forge, run_in_process, tiny
+from forge.errors import ForgeError
 from forge.run_state import read_state
 
 STEPS = 240
@@ -79,8 +80,7 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path: Path, cache: Path)
 
 def test_resume_with_a_different_config_is_refused(tmp_path: Path, cache: Path) -> None:
     run = tmp_path / "run"
-    run_forge(*tiny(cache), "trainer.max_steps=10", f"hydra.run.dir={run}", cwd=tmp_path)
-    proc = run_forge(*tiny(cache), "trainer.max_steps=10", "optim.lr=0.5", f"resume={run}", cwd=tmp_path, check=False)
-    assert proc.returncode == 1
-    assert "optim.lr" in proc.stderr and "Traceback" not in proc.stderr
+    run_in_process(*tiny(cache), "trainer.max_steps=10", run_dir=run)
+    with pytest.raises(ForgeError, match=r"resume=.*: the config differs .* in optim.lr \(0.003 -> 0.5\)"):
+        run_in_process(*tiny(cache), "trainer.max_steps=10", "optim.lr=0.5", f"resume={run}", run_dir=run)
     assert read_state(run)["status"] == "finished", "a refused resume leaves the run's record alone"
