@@ -11,11 +11,13 @@ from omegaconf import OmegaConf
 
 from forge.config.errors import ConfigError, yaml_line
 from forge.config.validate import validate
+from forge.train.quiet import quiet_console
 
 
 def main(argv: list[str]) -> None:
     params, run_dir, overrides = _split(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    quiet_console()  # the library notices forge's logging config filters on a Hydra run
     try:
         cfg = OmegaConf.load(params)
     except Exception as e:  # a YAML or IO error with its position
