@@ -4,17 +4,41 @@ A log is the JSONL that `claude -p --output-format stream-json --verbose` prints
 `--input-format stream-json` or `--replay-user-messages` so the user's prompt is in it): a
 `system` init line (tools, model), `assistant` lines whose content blocks are `thinking`, `text`
 and `tool_use`, `user` lines carrying the prompt or `tool_result` blocks (`is_error` on
-failures), and a closing `result` line. Consecutive assistant lines are one turn.
+failures), and a `result` line closing each user turn.
+
+What the log says is what the model saw, in order:
+
+- a session runs until its `session_id` changes or the file ends: a multi-turn session writes an
+  init and a result per user turn, and a later turn is trained with the earlier ones as context;
+  the session succeeded when its last `result` says so;
+- the CLI writes each content block of one API message as its own line, and may write a tool
+  result between two `tool_use` blocks of that message: the blocks of one `message.id` are one
+  assistant turn and the results of its calls come back together after it (a line of the same id
+  that follows results joins only if it calls a tool, since the model wrote it without seeing
+  them; text after results is a new turn);
+- subagent lines (`parent_tool_use_id` set, or `isSidechain`) are the subagent's conversation,
+  not the main agent's: they are left out and counted (`subagent_lines`); the parent sees only
+  the Task tool's result;
+- only the `system` line with `subtype: init` declares the tools; `compact_boundary` marks a
+  compaction, after which the context restarts at the summary (`isCompactSummary`) or the next
+  user prompt (assistant lines before either are left out, counted `uncompacted_lines`); other
+  system subtypes (hooks, status) are skipped and counted as `skipped.system.<subtype>`;
+- `<synthetic>` assistant messages (local slash-command output, API-error notices) are not the
+  model's: left out and counted (`synthetic_messages`);
+- `stream_event`, `rate_limit_event`, `control_request`/`control_response` and the transcript's
+  `summary` and `file-history-snapshot` lines are known events: skipped and counted as
+  `skipped.<type>`. Only what is not JSON, not an event or contradicts itself is quarantined.
 
 The session becomes a chat: the system line lists the tools; an assistant turn is its thinking
 in <think> tags, its text, then each tool call as <tool_call>{"name", "arguments"}</tool_call>;
 tool results come back as a user turn of <tool_response> blocks. Examples, by kind:
 
-- `reasoning_action`: every assistant turn that calls a tool, given the session so far;
+- `reasoning_action`: every assistant turn that calls a tool, given the context so far;
 - `error_recovery`: every assistant turn that answers a failed tool call (counted here, not
   twice, when it also calls a tool);
-- `tool_selection`: the name of the tool called next, given the task and the calls so far;
-- `answer`: the closing assistant turn that calls no tool.
+- `tool_selection`: the name of the tool called next, given the current user prompt and the
+  calls made since it;
+- `answer`: every assistant turn that calls no tool (the reply that closes a user turn).
 """
 
 from __future__ import annotations
@@ -29,6 +53,8 @@ from forge.data.sft.examples import BadRecord, Chat, Example
 from forge.data.sft.records import Quarantine, read_jsonl
 
 KINDS = ("reasoning_action", "error_recovery", "tool_selection", "answer")
+EVENTS = ("system", "assistant", "user", "result")
+SKIPPED = ("stream_event", "rate_limit_event", "control_request", "control_response", "summary", "file-history-snapshot")
 
 
 @dataclass
@@ -37,6 +63,9 @@ class Turn:
     text: str
     tools: list[str] = field(default_factory=list)  # assistant: tool names called
     error: bool = False  # user: a tool result came back as an error
+    message_id: str = ""  # assistant: the API message its blocks came from
+    results: bool = False  # user: tool results, not a prompt
+    starts_context: bool = False  # user: the first turn the model saw (the prompt or a compaction summary)
 
 
 @dataclass
@@ -44,14 +73,21 @@ class Session:
     id: str
     file: Path
     tools: list[str] = field(default_factory=list)
-    prompt: Optional[str] = None
     turns: list[Turn] = field(default_factory=list)
     result: Optional[dict] = None
     first_line: int = 0
+    compacted: bool = False  # a compaction boundary is waiting for the turn that restarts the context
+
+    @property
+    def prompt(self) -> Optional[str]:
+        first = self.turns[0] if self.turns else None
+        return first.text if first and first.role == "user" and not first.results else None
 
 
-def read_sessions(path: Path, quarantine: Quarantine) -> Iterator[Session]:
-    """Sessions in file order; a line that fits no event shape is quarantined with its number."""
+def read_sessions(path: Path, quarantine: Quarantine, counts: Optional[Counter[str]] = None) -> Iterator[Session]:
+    """Sessions in file order; a line that fits no event shape is quarantined with its number,
+    known non-message lines are counted in `counts` and skipped."""
+    counts = Counter() if counts is None else counts
     current: Optional[Session] = None
     for number, event in read_jsonl(path, quarantine):
         try:
@@ -59,17 +95,21 @@ def read_sessions(path: Path, quarantine: Quarantine) -> Iterator[Session]:
         except BadRecord as e:
             quarantine.add(path, number, str(e), json.dumps(event))
             continue
+        if kind in SKIPPED:
+            counts[f"skipped.{kind}"] += 1
+            continue
+        if event.get("parent_tool_use_id") or event.get("isSidechain"):
+            counts["subagent_lines"] += 1
+            continue
         if current is None or (sid and current.id and sid != current.id):
             if current is not None:
                 yield current
             current = Session(id=sid, file=path, first_line=number)
+        current.id = current.id or sid
         try:
-            _apply(current, kind, event)
+            _apply(current, kind, event, counts)
         except BadRecord as e:
             quarantine.add(path, number, str(e), json.dumps(event))
-        if kind == "result":
-            yield current
-            current = None
     if current is not None:
         yield current
 
@@ -80,19 +120,21 @@ def session_examples(session: Session, kinds: tuple[str, ...], counts: Counter[s
             "session has no user prompt; record it with --input-format stream-json or --replay-user-messages"
         )
     system = {"role": "system", "content": "You are a coding agent. Tools: " + ", ".join(session.tools or ["none listed"]) + "."}
-    chat = [system, {"role": "user", "content": session.prompt}]
-    chat += [{"role": t.role, "content": t.text} for t in session.turns]
     group = f"{session.file.name}#{session.id or session.first_line}"
     out: list[Example] = []
-    calls: list[str] = []
+    start, task, calls = 0, session.prompt, []
     for i, turn in enumerate(session.turns):
-        at = i + 2  # index in chat
-        if turn.role != "assistant":
+        if turn.starts_context:
+            start = i
+        if turn.role == "user":
+            if not turn.results:
+                task, calls = turn.text, []
             continue
+        chat = [system] + [{"role": t.role, "content": t.text} for t in session.turns[start : i + 1]]
         after_error = i > 0 and session.turns[i - 1].error
         if turn.tools and "tool_selection" in kinds:
             history = "\n".join(f"- {c}" for c in calls) or "- (none yet)"
-            ask = f"Task: {session.prompt}\n\nTool calls so far:\n{history}\n\nWhich tool should be called next?"
+            ask = f"Task: {task}\n\nTool calls so far:\n{history}\n\nWhich tool should be called next?"
             out.append(Chat([system, {"role": "user", "content": ask}, {"role": "assistant", "content": turn.tools[0]}], group))
             counts["tool_selection"] += 1
         kind = None
@@ -100,10 +142,10 @@ def session_examples(session: Session, kinds: tuple[str, ...], counts: Counter[s
             kind = "error_recovery"
         elif turn.tools and "reasoning_action" in kinds:
             kind = "reasoning_action"
-        elif not turn.tools and i == len(session.turns) - 1 and "answer" in kinds:
+        elif not turn.tools and "answer" in kinds:
             kind = "answer"
         if kind:
-            out.append(Chat(chat[: at + 1], group, scored=(at,)))
+            out.append(Chat(chat, group, scored=(len(chat) - 1,)))
             counts[kind] += 1
         failed = i + 1 < len(session.turns) and session.turns[i + 1].error
         calls += [f"{name}{' (failed)' if failed else ''}" for name in turn.tools]
@@ -116,15 +158,22 @@ def succeeded(session: Session) -> bool:
 
 
 def _event_kind(event: Any) -> tuple[str, str]:
-    if not isinstance(event, dict) or event.get("type") not in ("system", "assistant", "user", "result"):
-        raise BadRecord("not a stream-json event: needs type system|assistant|user|result")
-    return event["type"], str(event.get("session_id") or "")
+    if not isinstance(event, dict) or event.get("type") not in EVENTS + SKIPPED:
+        raise BadRecord(f"not a stream-json event: needs type {'|'.join(EVENTS)} (or a known event: {', '.join(SKIPPED)})")
+    return event["type"], str(event.get("session_id") or event.get("sessionId") or "")
 
 
-def _apply(session: Session, kind: str, event: dict) -> None:
+def _apply(session: Session, kind: str, event: dict, counts: Counter[str]) -> None:
     if kind == "system":
-        tools = event.get("tools") or []
-        session.tools = [t if isinstance(t, str) else str(t.get("name")) for t in tools]
+        subtype = event.get("subtype")
+        if subtype == "init":
+            tools = event.get("tools") or []
+            session.tools = [t if isinstance(t, str) else str(t.get("name")) for t in tools]
+        elif subtype == "compact_boundary":
+            session.compacted = True
+            counts["compactions"] += 1
+        else:
+            counts[f"skipped.system.{subtype}"] += 1
         return
     if kind == "result":
         session.result = event
@@ -136,18 +185,32 @@ def _apply(session: Session, kind: str, event: dict) -> None:
     blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
     if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
         raise BadRecord(f"{kind} message.content must be a string or a list of blocks")
-    if kind == "assistant":
-        _assistant(session, blocks)
+    if kind == "assistant" and message.get("model") == "<synthetic>":
+        counts["synthetic_messages"] += 1
+    elif kind == "assistant":
+        _assistant(session, blocks, str(message.get("id") or ""), counts)
     else:
-        _user(session, blocks)
+        _user(session, blocks, bool(event.get("isCompactSummary")), counts)
 
 
-def _assistant(session: Session, blocks: list[dict]) -> None:
-    if session.turns and session.turns[-1].role == "assistant":
-        turn = session.turns[-1]
-    else:
-        turn = Turn("assistant", "")
-        session.turns.append(turn)
+def _assistant_turn(session: Session, message_id: str, calls: bool) -> Turn:
+    """The turn these blocks belong to: the open assistant turn, the turn of the same message
+    whose call results came in between (only for more calls), or a new one."""
+    turns = session.turns
+    if turns and turns[-1].role == "assistant":
+        return turns[-1]
+    if calls and message_id and len(turns) > 1 and turns[-1].results and turns[-2].message_id == message_id:
+        return turns[-2]
+    turn = Turn("assistant", "", message_id=message_id)
+    turns.append(turn)
+    return turn
+
+
+def _assistant(session: Session, blocks: list[dict], message_id: str, counts: Counter[str]) -> None:
+    if session.compacted:
+        counts["uncompacted_lines"] += 1
+        return
+    turn = _assistant_turn(session, message_id, any(b.get("type") == "tool_use" for b in blocks))
     parts = [turn.text] if turn.text else []
     for b in blocks:
         if b.get("type") == "thinking" and b.get("thinking"):
@@ -163,14 +226,17 @@ def _assistant(session: Session, blocks: list[dict]) -> None:
     turn.text = "\n".join(parts)
 
 
-def _user(session: Session, blocks: list[dict]) -> None:
+def _user(session: Session, blocks: list[dict], summary: bool, counts: Counter[str]) -> None:
     results = [b for b in blocks if b.get("type") == "tool_result"]
     if not results:
         text = "\n".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text").strip()
-        if session.prompt is None and not session.turns:
-            session.prompt = text
-        elif text:
-            session.turns.append(Turn("user", text))
+        if text:
+            starts = not session.turns or session.compacted or summary
+            session.turns.append(Turn("user", text, starts_context=starts))
+            session.compacted = False
+        return
+    if session.compacted:
+        counts["uncompacted_lines"] += 1
         return
     parts, error = [], False
     for b in results:
@@ -179,8 +245,8 @@ def _user(session: Session, blocks: list[dict]) -> None:
             body = "\n".join(str(x.get("text", "")) for x in body if isinstance(x, dict))
         error = error or bool(b.get("is_error"))
         parts.append(f"<tool_response{' error' if b.get('is_error') else ''}>\n{str(body).strip()}\n</tool_response>")
-    if session.turns and session.turns[-1].role == "user":
+    if session.turns and session.turns[-1].results:
         session.turns[-1].text += "\n" + "\n".join(parts)
         session.turns[-1].error = session.turns[-1].error or error
     else:
-        session.turns.append(Turn("user", "\n".join(parts), error=error))
+        session.turns.append(Turn("user", "\n".join(parts), error=error, results=True))

@@ -148,7 +148,7 @@ class SFT:
 
     def _sessions(self, file: Path, source: dict, quarantine: Quarantine, counts: Counter[str]) -> Iterator[tuple[Example, tuple[str, int]]]:
         kinds = tuple(source.get("kinds") or agent_traces.KINDS)
-        for session in agent_traces.read_sessions(file, quarantine):
+        for session in agent_traces.read_sessions(file, quarantine, counts):
             if source.get("successful_only", True) and not agent_traces.succeeded(session):
                 counts["unsuccessful_sessions"] += 1
                 continue
