@@ -21,8 +21,9 @@ What the log says is what the model saw, in order:
   the Task tool's result;
 - only the `system` line with `subtype: init` declares the tools; `compact_boundary` marks a
   compaction, after which the context restarts at the summary (`isCompactSummary`) or the next
-  user prompt (assistant lines before either are left out, counted `uncompacted_lines`); other
-  system subtypes (hooks, status) are skipped and counted as `skipped.system.<subtype>`;
+  user prompt (assistant and tool-result lines before either are left out, counted
+  `uncompacted_lines`); other system subtypes (hooks, status) are skipped and counted as
+  `skipped.system.<subtype>`;
 - `<synthetic>` assistant messages (local slash-command output, API-error notices) are not the
   model's: left out and counted (`synthetic_messages`);
 - `stream_event`, `rate_limit_event`, `control_request`/`control_response` and the transcript's
@@ -121,6 +122,7 @@ def session_examples(session: Session, kinds: tuple[str, ...], counts: Counter[s
         )
     system = {"role": "system", "content": "You are a coding agent. Tools: " + ", ".join(session.tools or ["none listed"]) + "."}
     group = f"{session.file.name}#{session.id or session.first_line}"
+    messages = [{"role": t.role, "content": t.text} for t in session.turns]
     out: list[Example] = []
     start, task, calls = 0, session.prompt, []
     for i, turn in enumerate(session.turns):
@@ -130,7 +132,7 @@ def session_examples(session: Session, kinds: tuple[str, ...], counts: Counter[s
             if not turn.results:
                 task, calls = turn.text, []
             continue
-        chat = [system] + [{"role": t.role, "content": t.text} for t in session.turns[start : i + 1]]
+        chat = [system, *messages[start : i + 1]]
         after_error = i > 0 and session.turns[i - 1].error
         if turn.tools and "tool_selection" in kinds:
             history = "\n".join(f"- {c}" for c in calls) or "- (none yet)"
