@@ -64,6 +64,7 @@ def test_parallel_calls_of_one_message_are_one_turn_and_their_results_come_back_
     ]
     selection = [e for e in examples if e not in answers(examples)]
     assert [s for _, s in selection] == ["Grep", "Write"], "one selection per assistant turn, not per line"
+    assert selection[1][0] == [SYSTEM, ("user", "Task: Create hello.js.\n\nTool calls so far:\n- (none yet)\n\nWhich tool should be called next?")]
     write = '<tool_call>\n{"name": "Write", "arguments": {"file_path": "hello.js", "content": "console.log(\'hi\')"}}\n</tool_call>'
     assert answers(examples)[2:] == [  # a reused id: text written after the results is a turn of its own
         ([SYSTEM, ("user", "Create hello.js.")], "I'll create it.\n" + write),
@@ -82,7 +83,7 @@ def test_subagent_lines_are_left_out_of_the_parent_turns() -> None:
         ([SYSTEM, prompt, ("assistant", task), ("user", "<tool_response>\nOne TODO, in a.py.\n</tool_response>")],
          "There is one TODO comment, in a.py line 1."),
     ]
-    assert counts == Counter(sessions=1, reasoning_action=1, answer=1, subagent_lines=4)
+    assert counts == Counter(sessions=1, reasoning_action=1, answer=1, subagent_lines=5)
 
 
 def test_only_the_init_line_declares_tools_and_other_system_lines_are_counted() -> None:
@@ -138,7 +139,7 @@ def test_prepared_meta_counts_every_skip_by_reason(tmp_path: Path) -> None:
     meta = sft.write(tmp_path / "data")
     assert meta["quarantined"] == 1 and meta["counts"] == {
         "sessions": 9, "unsuccessful_sessions": 1, "answer": 12, "reasoning_action": 6, "tool_selection": 6,
-        "subagent_lines": 4, "synthetic_messages": 1, "compactions": 2, "uncompacted_lines": 1,
+        "subagent_lines": 5, "synthetic_messages": 1, "compactions": 2, "uncompacted_lines": 1,
         "skipped.system.hook_response": 1, "skipped.system.status": 1, "skipped.stream_event": 2, "skipped.rate_limit_event": 1,
         "skipped.control_request": 1, "skipped.control_response": 1, "skipped.summary": 1, "skipped.file-history-snapshot": 1,
     }
