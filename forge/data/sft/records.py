@@ -1,9 +1,10 @@
 """Reading record files with a quarantine: bad lines are counted and kept aside, never dropped.
 
-A file is JSON Lines (`.jsonl`, `.ndjson`) or one JSON array of records (how Alpaca, ShareGPT
-dumps and `--output-format json` come): the first character other than whitespace decides. A
-UTF-8 byte-order mark is skipped (Azure OpenAI requires one). Bytes that are not UTF-8 are never
-replaced: their line goes to the quarantine, shown with the bad bytes escaped.
+A file is JSON Lines (`.jsonl`, `.ndjson`), one JSON array of records (how Alpaca, ShareGPT
+dumps and `--output-format json` come; the first character other than whitespace decides) or a
+`.json` file of one object. A UTF-8 byte-order mark is skipped (Azure OpenAI requires one).
+Bytes that are not UTF-8 are never replaced: their line goes to the quarantine, shown with the
+bad bytes escaped.
 """
 
 from __future__ import annotations
@@ -55,6 +56,12 @@ def read_jsonl(path: Path, quarantine: Quarantine) -> Iterator[tuple[int, Any]]:
         if first.startswith(b"["):
             yield from _array(path, f.read(), quarantine)
             return
+        if path.suffix == ".json" and first.startswith(b"{"):
+            record = _whole(f.read())
+            if record is not None:
+                yield 1, record
+                return
+            f.seek(len(BOM) if head == BOM else 0)
         for number, raw in enumerate(f, start=1):
             line = _decode(path, number, raw, quarantine)
             if line is None or not line.strip():
@@ -63,6 +70,16 @@ def read_jsonl(path: Path, quarantine: Quarantine) -> Iterator[tuple[int, Any]]:
                 yield number, json.loads(line)
             except json.JSONDecodeError as e:
                 quarantine.add(path, number, f"invalid JSON: {e.msg} at column {e.colno}", line)
+
+
+def _whole(data: bytes) -> Any:
+    """A `.json` file holding one pretty-printed object; None when it is not (then it is read as
+    JSON Lines, so its faults are reported by line)."""
+    try:
+        record = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _decode(path: Path, number: int, raw: bytes, quarantine: Quarantine) -> str | None:
