@@ -136,6 +136,17 @@ def test_json_array_file_reads_with_line_numbers() -> None:
     assert quarantined_lines(q) == [12] and "'output' must be a non-empty string" in q.out.getvalue()
 
 
+def test_dolly_context_follows_the_instruction() -> None:
+    chats, q, _ = parse("dolly", FIXTURES / "dolly.jsonl")
+    assert runs(chats[0]) == [
+        ("context", DEFAULT_SYSTEM + "<|im_start|>user\nWhen was the tower finished?\n\nThe Eiffel Tower was finished in 1889."
+                    "<|im_end|>\n<|im_start|>assistant\n"),
+        ("scored", "In 1889.<|im_end|>\n"),
+    ]
+    assert chats[1].messages[0]["content"] == "Name a prime number."
+    assert quarantined_lines(q) == [3] and "'response' must be a non-empty string" in q.out.getvalue()
+
+
 def test_byte_order_mark_is_skipped() -> None:
     chats, q, _ = parse("messages", FIXTURES / "bom_messages.jsonl")
     assert q.total == 0 and [c.messages[0]["content"] for c in chats] == ["Ping", "Café?"]

@@ -1,4 +1,4 @@
-"""Record formats: prompt/completion, chat `messages` (OpenAI), ShareGPT, alpaca, and agent run records.
+"""Record formats: prompt/completion, chat `messages` (OpenAI), ShareGPT, alpaca, Dolly and agent run records.
 
 Each parser takes one parsed line and returns its examples, or raises BadRecord naming the field
 that is wrong (the line then goes to the quarantine with its file and line number).
@@ -113,7 +113,7 @@ def _weight(m: dict, role: str, where: str) -> bool:
     for key in ("weight", "loss_weight"):
         if key in m:
             w = m[key]
-            if w not in (0, 1) or isinstance(w, str):
+            if w not in (0, 1):
                 raise BadRecord(f"{where}.{key}={w!r}: forge takes the loss on a turn or not; use 0 or 1")
             if w == 1 and role != "assistant":
                 raise BadRecord(f"{where}.{key}=1 on a {role} turn: only assistant turns are scored")
@@ -204,7 +204,8 @@ def messages(record: Any, group: str) -> list[Example]:
             if not isinstance(fn, dict):
                 raise BadRecord(f"{where}.tool_calls[{j}] needs a 'function' object")
             pieces.append(tool_call_text(fn.get("name"), fn.get("arguments"), f"{where}.tool_calls[{j}]"))
-        if isinstance(legacy, dict):
+        if legacy is not None:
+            legacy = _json_object(legacy, f"{where}.function_call")
             pieces.append(tool_call_text(legacy.get("name"), legacy.get("arguments"), f"{where}.function_call"))
         if not pieces and role == "assistant":
             raise BadRecord(f"{where} is an assistant message with neither content nor tool calls")
@@ -233,9 +234,9 @@ def sharegpt(record: Any, group: str) -> list[Example]:
                 call = json.loads(m["value"])
             except json.JSONDecodeError:
                 raise BadRecord(f"{where}.value of a function_call is not JSON") from None
-            calls = call if isinstance(call, list) else [call]
+            calls = call if isinstance(call, list) else [call]  # parallel calls come as a list
             if not all(isinstance(c, dict) for c in calls):
-                raise BadRecord(f"{where}.value must be a JSON object with name and arguments")
+                raise BadRecord(f"{where}.value of a function_call must be a JSON object with name and arguments")
             text = "\n".join(tool_call_text(c.get("name"), c.get("arguments"), where) for c in calls)
             chat.add("assistant", text, _weight(m, "assistant", where), where)
         elif role == "tool":
@@ -254,6 +255,15 @@ def alpaca(record: Any, group: str) -> list[Example]:
     instruction, extra = _text(r, "instruction"), _text(r, "input", required=False)
     user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
     return [Chat([{"role": "user", "content": user}, {"role": "assistant", "content": _text(r, "output")}], group)]
+
+
+def dolly(record: Any, group: str) -> list[Example]:
+    """Databricks Dolly: `instruction`, optional `context` (the passage to answer from), `response`;
+    `category` labels the task and is not shown."""
+    r = _mapping(record)
+    instruction, context = _text(r, "instruction"), _text(r, "context", required=False)
+    user = f"{instruction}\n\n{context}" if context.strip() else instruction
+    return [Chat([{"role": "user", "content": user}, {"role": "assistant", "content": _text(r, "response")}], group)]
 
 
 def agent_run(weights: dict[str, float], min_reward: Optional[float]) -> Callable[[Any, str], list[Example]]:
@@ -307,4 +317,5 @@ PARSERS: dict[str, Callable[[Any, str], list[Example]]] = {
     "messages": messages,
     "sharegpt": sharegpt,
     "alpaca": alpaca,
+    "dolly": dolly,
 }
