@@ -24,7 +24,7 @@ MODES = ("kv", "needle")  # recall
 ARITHMETIC_OPS = {"add": "+", "sub": "-", "mul": "*"}
 MODULAR_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 MAX_DIGITS = 9  # products of two 9-digit numbers still fit int64
-SFT_FORMATS = ("prompt_completion", "messages", "alpaca", "agent_runs", "claude_code", "python_code")
+SFT_FORMATS = ("prompt_completion", "messages", "sharegpt", "alpaca", "dolly", "agent_runs", "claude_code", "python_code")
 DIHEDRAL = 8  # rotations and reflections of a square grid, the identity included
 
 

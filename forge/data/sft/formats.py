@@ -1,4 +1,4 @@
-"""JSONL record formats: prompt/completion, chat `messages`, alpaca, and agent run records.
+"""Record formats: prompt/completion, chat `messages` (OpenAI), ShareGPT, alpaca, Dolly and agent run records.
 
 Each parser takes one parsed line and returns its examples, or raises BadRecord naming the field
 that is wrong (the line then goes to the quarantine with its file and line number).
@@ -6,11 +6,15 @@ that is wrong (the line then goes to the quarantine with its file and line numbe
 
 from __future__ import annotations
 
+import json
 from typing import Any, Callable, Optional
 
 from forge.data.sft.examples import BadRecord, Chat, Completion, Example
 
-ROLES = ("system", "user", "assistant", "tool")
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+MEDIA = ("images", "videos", "audios")  # LLaMA-Factory's multimodal keys
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "function_call": "function_call", "observation": "tool", "tool": "tool"}
 
 
 def _text(record: dict, key: str, required: bool = True) -> str:
@@ -33,18 +37,217 @@ def prompt_completion(record: Any, group: str) -> list[Example]:
     return [Completion(_text(r, "prompt"), _text(r, "completion"), group)]
 
 
+def tool_call_text(name: Any, arguments: Any, where: str) -> str:
+    """A tool call as the claude_code format writes it: <tool_call>{"name", "arguments"}</tool_call>.
+    Arguments given as a JSON string (OpenAI's way) are parsed, so every source renders the same."""
+    if not isinstance(name, str) or not name:
+        raise BadRecord(f"{where} needs a function name")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError:
+            raise BadRecord(f"{where} arguments are not valid JSON") from None
+    call = json.dumps({"name": name, "arguments": {} if arguments is None else arguments}, ensure_ascii=False)
+    return f"<tool_call>\n{call}\n</tool_call>"
+
+
+def _json_object(value: Any, where: str) -> dict:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise BadRecord(f"{where} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise BadRecord(f"{where} must be a JSON object")
+    return value
+
+
+def tool_response_text(body: str) -> str:
+    """A tool result as the claude_code format writes it, to come back in a user turn."""
+    return f"<tool_response>\n{body.strip()}\n</tool_response>"
+
+
+def tools_text(tools: Any, where: str) -> str:
+    """Declared tools for the system turn: one JSON definition (name, description, parameters) a
+    line, so the model learns the calls against the schemas it was shown."""
+    if isinstance(tools, str):
+        try:
+            tools = json.loads(tools)
+        except json.JSONDecodeError:
+            raise BadRecord(f"field {where!r} is a string that is not JSON") from None
+    if not isinstance(tools, list) or not all(isinstance(t, dict) for t in tools):
+        raise BadRecord(f"field {where!r} must be a list of tool definitions")
+    lines = [json.dumps(t.get("function", t) if t.get("type") == "function" else t, ensure_ascii=False) for t in tools]
+    return "Tools:\n" + "\n".join(lines)
+
+
+def _content(content: Any, where: str) -> str:
+    """A message's content: a string, or a list of parts (OpenAI `{"type": "text", "text"}`,
+    LLaMA-Factory v1 `{"type": "text" | "reasoning" | "tool_call", "value"}`) joined in order."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise BadRecord(f"{where}.content must be a string or a list of parts")
+    parts = []
+    for j, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        value = part.get("text", part.get("value")) if isinstance(part, dict) else None
+        if kind == "text" and isinstance(value, str):
+            parts.append(value)
+        elif kind == "reasoning" and isinstance(value, str):
+            parts.append(f"<think>\n{value.strip()}\n</think>")
+        elif kind == "tool_call" and isinstance(value, (str, dict)):
+            call = _json_object(value, f"{where}.content[{j}].value")
+            parts.append(tool_call_text(call.get("name"), call.get("arguments"), f"{where}.content[{j}]"))
+        else:
+            raise BadRecord(f"{where}.content[{j}]: part type {kind!r} is not supported (text, reasoning, tool_call); "
+                            "images and audio cannot be trained on by a text model")
+    return "\n".join(parts)
+
+
+def _weight(m: dict, role: str, where: str) -> bool:
+    """Whether a turn is scored: OpenAI's `weight` and LLaMA-Factory's `loss_weight` are 0 (context
+    only) or 1; only assistant turns can be scored, and a loss is either taken or not."""
+    for key in ("weight", "loss_weight"):
+        if key in m:
+            w = m[key]
+            if w not in (0, 1):
+                raise BadRecord(f"{where}.{key}={w!r}: forge takes the loss on a turn or not; use 0 or 1")
+            if w == 1 and role != "assistant":
+                raise BadRecord(f"{where}.{key}=1 on a {role} turn: only assistant turns are scored")
+            return role == "assistant" and w == 1
+    return role == "assistant"
+
+
+class _Builder:
+    """Turns in order, merged the way the claude_code format merges them: an assistant's text and
+    its tool calls are one turn, and consecutive tool results come back as one user turn."""
+
+    def __init__(self) -> None:
+        self.turns: list[dict[str, str]] = []
+        self.scored: list[bool] = []
+        self.tool_results = False  # the last turn is a user turn of tool results
+
+    def add(self, role: str, text: str, scored: bool, where: str, tool_result: bool = False) -> None:
+        last = self.turns[-1] if self.turns else None
+        merge = last is not None and (
+            (role == "assistant" and last["role"] == "assistant") or (tool_result and self.tool_results)
+        )
+        if merge:
+            if role == "assistant" and self.scored[-1] != scored:
+                raise BadRecord(f"{where}: consecutive assistant messages with different weights")
+            last["content"] = "\n".join(x for x in (last["content"], text) if x)
+        else:
+            self.turns.append({"role": role, "content": text})
+            self.scored.append(scored)
+        self.tool_results = tool_result
+
+    def chat(self, system: str, group: str) -> Chat:
+        turns = self.turns
+        if system:
+            if turns and turns[0]["role"] == "system":
+                turns[0]["content"] = f"{turns[0]['content']}\n\n{system}" if turns[0]["content"] else system
+            else:
+                turns, self.scored = [{"role": "system", "content": system}, *turns], [False, *self.scored]
+        if not any(t["role"] == "assistant" for t in turns):
+            raise BadRecord("no assistant message to train on")
+        scored = tuple(i for i, s in enumerate(self.scored) if s)
+        if not scored:
+            raise BadRecord("every assistant message has weight 0: nothing to train on")
+        return Chat(turns, group, scored=scored)
+
+
+def _text_only(r: dict) -> None:
+    for key in MEDIA:
+        if r.get(key):
+            raise BadRecord(f"field {key!r}: a text model cannot train on media; leave these records out")
+
+
 def messages(record: Any, group: str) -> list[Example]:
-    msgs = _mapping(record).get("messages")
+    """OpenAI chat fine-tuning records (also LLaMA-Factory's `messages` files): see the README
+    table for what each field becomes."""
+    r = _mapping(record)
+    _text_only(r)
+    msgs = r.get("messages")
     if not isinstance(msgs, list) or not msgs:
         raise BadRecord("field 'messages' must be a non-empty list")
-    out = []
+    chat = _Builder()
     for i, m in enumerate(msgs):
-        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
-            raise BadRecord(f"messages[{i}] needs a role in {ROLES} and a string content")
-        out.append({"role": m["role"], "content": m["content"]})
-    if not any(m["role"] == "assistant" for m in out):
-        raise BadRecord("no assistant message to train on")
-    return [Chat(out, group)]
+        where = f"messages[{i}]"
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise BadRecord(f"{where} needs a role in {ROLES}")
+        role = m["role"]
+        text = _content(m.get("content"), where)
+        scored = _weight(m, role, where)
+        name = m.get("name")
+        if name is not None and not isinstance(name, str):
+            raise BadRecord(f"{where}.name must be a string")
+        if role in ("tool", "function"):
+            chat.add("user", tool_response_text(text), False, where, tool_result=True)
+            continue
+        calls = m.get("tool_calls") or []
+        legacy = m.get("function_call")
+        if role != "assistant" and (calls or legacy):
+            raise BadRecord(f"{where}: only assistant messages make tool calls")
+        if name and role == "assistant":
+            raise BadRecord(f"{where}.name={name!r} on an assistant turn: chat templates cannot show it and "
+                            "dropping it would change who speaks; remove it or split the speakers into files")
+        if name:
+            text = f"{name}: {text}"
+        if not isinstance(calls, list):
+            raise BadRecord(f"{where}.tool_calls must be a list")
+        pieces = [text] if text else []
+        for j, call in enumerate(calls):
+            fn = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(fn, dict):
+                raise BadRecord(f"{where}.tool_calls[{j}] needs a 'function' object")
+            pieces.append(tool_call_text(fn.get("name"), fn.get("arguments"), f"{where}.tool_calls[{j}]"))
+        if legacy is not None:
+            legacy = _json_object(legacy, f"{where}.function_call")
+            pieces.append(tool_call_text(legacy.get("name"), legacy.get("arguments"), f"{where}.function_call"))
+        if not pieces and role == "assistant":
+            raise BadRecord(f"{where} is an assistant message with neither content nor tool calls")
+        chat.add("system" if role == "developer" else role, "\n".join(pieces), scored, where)
+    tools = r.get("tools", r.get("functions"))
+    system = tools_text(tools, "tools" if "tools" in r else "functions") if tools else ""
+    return [chat.chat(system, group)]
+
+
+def sharegpt(record: Any, group: str) -> list[Example]:
+    """ShareGPT records: `conversations` of `from`/`value` (human, gpt, system, function_call,
+    observation), with an optional top-level `system` prompt and `tools`."""
+    r = _mapping(record)
+    _text_only(r)
+    convo = r.get("conversations")
+    if not isinstance(convo, list) or not convo:
+        raise BadRecord("field 'conversations' must be a non-empty list")
+    chat = _Builder()
+    for i, m in enumerate(convo):
+        where = f"conversations[{i}]"
+        if not isinstance(m, dict) or m.get("from") not in SHAREGPT_ROLES or not isinstance(m.get("value"), str):
+            raise BadRecord(f"{where} needs 'from' in {tuple(SHAREGPT_ROLES)} and a string 'value'")
+        role = SHAREGPT_ROLES[m["from"]]
+        if role == "function_call":
+            try:
+                call = json.loads(m["value"])
+            except json.JSONDecodeError:
+                raise BadRecord(f"{where}.value of a function_call is not JSON") from None
+            calls = call if isinstance(call, list) else [call]  # parallel calls come as a list
+            if not all(isinstance(c, dict) for c in calls):
+                raise BadRecord(f"{where}.value of a function_call must be a JSON object with name and arguments")
+            text = "\n".join(tool_call_text(c.get("name"), c.get("arguments"), where) for c in calls)
+            chat.add("assistant", text, _weight(m, "assistant", where), where)
+        elif role == "tool":
+            chat.add("user", tool_response_text(m["value"]), False, where, tool_result=True)
+        else:
+            chat.add(role, m["value"], _weight(m, role, where), where)
+    system = _text(r, "system", required=False)
+    tools = r.get("tools")
+    if tools:
+        system = "\n\n".join(x for x in (system, tools_text(tools, "tools")) if x)
+    return [chat.chat(system, group)]
 
 
 def alpaca(record: Any, group: str) -> list[Example]:
@@ -52,6 +255,15 @@ def alpaca(record: Any, group: str) -> list[Example]:
     instruction, extra = _text(r, "instruction"), _text(r, "input", required=False)
     user = f"{instruction}\n\n{extra}" if extra.strip() else instruction
     return [Chat([{"role": "user", "content": user}, {"role": "assistant", "content": _text(r, "output")}], group)]
+
+
+def dolly(record: Any, group: str) -> list[Example]:
+    """Databricks Dolly: `instruction`, optional `context` (the passage to answer from), `response`;
+    `category` labels the task and is not shown."""
+    r = _mapping(record)
+    instruction, context = _text(r, "instruction"), _text(r, "context", required=False)
+    user = f"{instruction}\n\n{context}" if context.strip() else instruction
+    return [Chat([{"role": "user", "content": user}, {"role": "assistant", "content": _text(r, "response")}], group)]
 
 
 def agent_run(weights: dict[str, float], min_reward: Optional[float]) -> Callable[[Any, str], list[Example]]:
@@ -103,5 +315,7 @@ def run_reward(signals: dict[str, Any], weights: dict[str, float]) -> float:
 PARSERS: dict[str, Callable[[Any, str], list[Example]]] = {
     "prompt_completion": prompt_completion,
     "messages": messages,
+    "sharegpt": sharegpt,
     "alpaca": alpaca,
+    "dolly": dolly,
 }

@@ -19,7 +19,7 @@ from forge.data.sft import agent_traces, formats
 from forge.data.sft.examples import BadRecord, Example
 from forge.data.sft.pack import Packer
 from forge.data.sft.python_code import code_examples, humaneval_keys, source_files
-from forge.data.sft.records import Quarantine, read_jsonl
+from forge.data.sft.records import Quarantine, data_files, read_jsonl
 from forge.data.sft.rows import RowWriter
 from forge.data.sft.tokenize import encode
 from forge.data.task import SPLITS
@@ -122,7 +122,7 @@ class SFT:
         path = Path(source["path"])
         if not path.exists():
             raise ForgeError(f"data.sources: {path} does not exist (paths are relative to {Path.cwd()})")
-        return sorted(path.rglob("*.jsonl")) if path.is_dir() else [path]
+        return data_files(path)
 
     def _examples(self, quarantine: Quarantine, counts: Counter[str]) -> Iterator[tuple[Example, tuple[str, int]]]:
         for source in self.sources:
