@@ -23,6 +23,18 @@ _TEMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
 _OLD = re.compile(r"^\.(?P<name>.+)\.old-\d+$")
 
 
+def _interruption(error: BaseException) -> BaseException:
+    """A stop (SIGTERM, Ctrl-C) that arrives mid-write can be masked by the error a library
+    raises while cleaning up on its way out (torch.save's zip writer does), which would turn a
+    stop into a failure. The stop is what happened: it is what the write re-raises."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if not isinstance(seen, Exception):
+            return seen
+        seen = seen.__context__
+    return error
+
+
 def _temp_prefix(path: Path) -> str:
     return f".{path.name}."
 
@@ -47,9 +59,9 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        raise _interruption(error)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -70,9 +82,9 @@ def write_with(path: str | os.PathLike, writer: Callable[[str], None]) -> None:
     try:
         writer(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        raise _interruption(error)
 
 
 @contextmanager
@@ -90,6 +102,6 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        raise _interruption(error)

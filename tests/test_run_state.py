@@ -126,3 +126,20 @@ def test_a_run_on_another_host_is_alive_while_its_heartbeat_is_fresh(tmp_path: P
     record(timedelta(minutes=10))
     assert read_state(tmp_path)["status"] == "died"
     assert read_state(tmp_path / "nothing") is None
+
+
+def test_a_stop_during_a_write_stays_a_stop_and_leaves_nothing(tmp_path: Path) -> None:
+    """torch.save's zip writer raises its own error while unwinding from a signal that arrived
+    mid-save; the run must still read "stopped", not "failed"."""
+    from forge.atomic import atomic_open
+
+    target = tmp_path / "last.ckpt"
+    target.write_bytes(b"previous")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_open(target) as f:
+            f.write(b"half")
+            try:
+                raise KeyboardInterrupt
+            finally:
+                raise RuntimeError("unexpected pos 14720 vs 14672")  # the writer's cleanup
+    assert target.read_bytes() == b"previous" and [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
