@@ -39,9 +39,10 @@ def validate(cfg: DictConfig, where: Optional[Where] = None) -> DictConfig:
         if not isinstance(source, DictConfig):
             raise ConfigError(f"{key}: not a data config{where(key)}; give a mapping with a _target_.")
         top.data.sources[name] = _merge(OmegaConf.structured(_schema("data", source, where)), source, key, key, where)
-    for name in top.callbacks:  # each entry is a node with a _target_, or null (off)
+    callbacks = OmegaConf.to_container(top.callbacks, resolve=True)  # entries point at optim, trainer
+    for name in callbacks:  # each entry is a node with a _target_, or null (off)
         key = f"callbacks.{name}"
-        entry = OmegaConf.create({"entry": OmegaConf.to_container(top.callbacks, resolve=True)[name]}).entry
+        entry = OmegaConf.create({"entry": callbacks[name]}).entry
         if entry is None:
             continue
         if not isinstance(entry, DictConfig):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from forge.config.families import FAMILIES, FamilySpec, family_name
 from forge.errors import ForgeError
@@ -74,6 +74,12 @@ class Family(ABC):
     def export(self, cfg: DictConfig, paths: RunPaths, trained: Trained, compressed: Optional["nn.Module"]) -> dict[str, Any]:
         """The export `export.format` names; `compressed`: the packed model, when the run has one."""
         return getattr(self, f"export_{cfg.export.format}")(cfg, paths, trained, compressed)
+
+
+def compressor_cfg(cfg: DictConfig) -> Optional[dict]:
+    """The compressor config a module is built with, so it applies the compressor's training hook
+    (quantization-aware training) and a checkpoint rebuilds the same layers; None without one."""
+    return OmegaConf.to_container(cfg.compressor, resolve=True) if cfg.compressor.get("_target_") else None
 
 
 def family_of(cfg: DictConfig) -> Family:

@@ -17,7 +17,7 @@ from torch import nn
 from forge import atomic
 from forge.config.families import FAMILIES
 from forge.data.loader import SplitDataset
-from forge.families import Family, Trained
+from forge.families import Family, Trained, compressor_cfg
 from forge.models.hf import HFCausalLM
 from forge.run_dir import RunPaths
 from forge.train.causal_lm import CausalLMModule, load_checkpoint, scored_logits
@@ -33,10 +33,9 @@ class CausalLMFamily(Family):
         return HFCausalLM.from_config(cfg.model, cfg.cache_dir).tokenizer()
 
     def module(self, cfg: DictConfig, meta: dict[str, Any]) -> CausalLMModule:
-        compressor = OmegaConf.to_container(cfg.compressor, resolve=True) if cfg.compressor.get("_target_") else None
         return CausalLMModule(OmegaConf.to_container(cfg.model, resolve=True), OmegaConf.to_container(cfg.peft, resolve=True),
                               OmegaConf.to_container(cfg.optim, resolve=True), cfg.trainer.max_steps, meta.get("chat_template"),
-                              cfg.cache_dir, compressor)
+                              cfg.cache_dir, compressor_cfg(cfg))
 
     def load(self, cfg: DictConfig, paths: RunPaths, merged: bool = False) -> Trained:
         """On the CPU. `merged`: a plain transformers model with the adapters merged into its

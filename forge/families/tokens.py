@@ -15,7 +15,7 @@ from forge.data.loader import SplitDataset
 from forge.data.prepare import load_meta
 from forge.data.task import IGNORE
 from forge.eval.exact_match import score
-from forge.families import Family, Trained
+from forge.families import Family, Trained, compressor_cfg
 from forge.models import count_parameters
 from forge.models.sequence import targets
 from forge.run_dir import RunPaths
@@ -28,7 +28,7 @@ class TokenFamily(Family):
 
     def module(self, cfg: DictConfig, meta: dict[str, Any]) -> SequenceModule:
         return SequenceModule(OmegaConf.to_container(cfg.model, resolve=True), OmegaConf.to_container(cfg.optim, resolve=True),
-                              len(meta["vocab"]), meta["seq_len"], cfg.trainer.max_steps, _compressor(cfg))
+                              len(meta["vocab"]), meta["seq_len"], cfg.trainer.max_steps, compressor_cfg(cfg))
 
     def load(self, cfg: DictConfig, paths: RunPaths, merged: bool = False) -> Trained:
         ckpt = best_or_last(paths)
@@ -73,12 +73,6 @@ class TokenFamily(Family):
         else:
             export(cfg, paths, trained.model)
         return {"model": str(paths.model)}
-
-
-def _compressor(cfg: DictConfig) -> Optional[dict]:
-    """The compressor config, so the module applies its training hook (quantization-aware
-    training) and a checkpoint rebuilds the same layers."""
-    return OmegaConf.to_container(cfg.compressor, resolve=True) if cfg.compressor.get("_target_") else None
 
 
 def _causal(model: nn.Module) -> bool:

@@ -159,20 +159,22 @@ class _Builder:
         return Chat(turns, group, scored=scored)
 
 
-def _text_only(r: dict) -> None:
-    for key in MEDIA:
-        if r.get(key):
-            raise BadRecord(f"field {key!r}: a text model cannot train on media; leave these records out")
+def _turns(record: Any, key: str) -> tuple[dict, list]:
+    """(the record, its non-empty list of turns under `key`), for a text-only chat record."""
+    r = _mapping(record)
+    for media in MEDIA:
+        if r.get(media):
+            raise BadRecord(f"field {media!r}: a text model cannot train on media; leave these records out")
+    turns = r.get(key)
+    if not isinstance(turns, list) or not turns:
+        raise BadRecord(f"field '{key}' must be a non-empty list")
+    return r, turns
 
 
 def messages(record: Any, group: str) -> list[Example]:
     """OpenAI chat fine-tuning records (also LLaMA-Factory's `messages` files): see the README
     table for what each field becomes."""
-    r = _mapping(record)
-    _text_only(r)
-    msgs = r.get("messages")
-    if not isinstance(msgs, list) or not msgs:
-        raise BadRecord("field 'messages' must be a non-empty list")
+    r, msgs = _turns(record, "messages")
     chat = _Builder()
     for i, m in enumerate(msgs):
         where = f"messages[{i}]"
@@ -218,11 +220,7 @@ def messages(record: Any, group: str) -> list[Example]:
 def sharegpt(record: Any, group: str) -> list[Example]:
     """ShareGPT records: `conversations` of `from`/`value` (human, gpt, system, function_call,
     observation), with an optional top-level `system` prompt and `tools`."""
-    r = _mapping(record)
-    _text_only(r)
-    convo = r.get("conversations")
-    if not isinstance(convo, list) or not convo:
-        raise BadRecord("field 'conversations' must be a non-empty list")
+    r, convo = _turns(record, "conversations")
     chat = _Builder()
     for i, m in enumerate(convo):
         where = f"conversations[{i}]"
