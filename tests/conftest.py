@@ -86,11 +86,12 @@ CHATML = (
 
 
 def tiny_tokenizer() -> "PreTrainedTokenizerFast":  # noqa: F821
-    """A byte-level BPE with ChatML special tokens and template, trained on a little Python."""
+    """A byte-level BPE with ChatML special tokens and template, trained on a little Python (a
+    fixed corpus, so token counts in tests never move with the code)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    text = (REPO / "forge" / "data" / "sft" / "agent_traces.py").read_text().splitlines()
+    text = (REPO / "tests" / "fixtures" / "tiny_tokenizer_corpus.txt").read_text().splitlines()
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
