@@ -34,7 +34,7 @@ def build(name: str, **options) -> tuple[list[tuple[list[tuple[str, str]], str]]
         assert TOK.decode([i for i, m in zip(ids, mask) if m]) == messages[-1][1] + "<|im_end|>\n"
         out.append((messages[:-1], messages[-1][1]))
     lines = [json.loads(x)["line"] for x in quarantine.out.getvalue().splitlines()]
-    return out, counts, lines
+    return out, Counter({k: n for k, n in counts.items() if not k.startswith("read.")}), lines
 
 
 def answers(examples: list) -> list:
@@ -48,7 +48,7 @@ def test_multi_turn_session_keeps_its_earlier_turns_and_is_judged_on_its_last_re
         ([SYSTEM, ("user", "Remember the number 41."), ("assistant", "OK, I will remember 41."),
           ("user", "What number did I ask you to remember?")], "41"),
     ]
-    assert counts == Counter(sessions=1, answer=2, unsuccessful_sessions=1) and quarantined == []
+    assert counts == Counter({"answer": 2, "filtered.unsuccessful_sessions": 1}) and quarantined == []
 
 
 def test_parallel_calls_of_one_message_are_one_turn_and_their_results_come_back_together() -> None:
@@ -71,7 +71,7 @@ def test_parallel_calls_of_one_message_are_one_turn_and_their_results_come_back_
         ([SYSTEM, ("user", "Create hello.js."), ("assistant", "I'll create it.\n" + write),
           ("user", "<tool_response>\nFile created successfully at: hello.js\n</tool_response>")], "Created hello.js."),
     ]
-    assert counts == Counter(sessions=2, reasoning_action=2, tool_selection=2, answer=2)
+    assert counts == Counter(reasoning_action=2, tool_selection=2, answer=2)
 
 
 def test_subagent_lines_are_left_out_of_the_parent_turns() -> None:
@@ -83,7 +83,7 @@ def test_subagent_lines_are_left_out_of_the_parent_turns() -> None:
         ([SYSTEM, prompt, ("assistant", task), ("user", "<tool_response>\nOne TODO, in a.py.\n</tool_response>")],
          "There is one TODO comment, in a.py line 1."),
     ]
-    assert counts == Counter(sessions=1, reasoning_action=1, answer=1, subagent_lines=5)
+    assert counts == Counter({"reasoning_action": 1, "answer": 1, "skipped.subagent_lines": 5})
 
 
 def test_only_the_init_line_declares_tools_and_other_system_lines_are_counted() -> None:
@@ -91,14 +91,14 @@ def test_only_the_init_line_declares_tools_and_other_system_lines_are_counted() 
     assert examples == [([("system", "You are a coding agent. Tools: Bash, Read."), ("user", "How many Python files are there?"),
                           ("assistant", '<tool_call>\n{"name": "Bash", "arguments": {"command": "ls *.py | wc -l"}}\n</tool_call>'),
                           ("user", "<tool_response>\n3\n</tool_response>")], "There are 3 Python files.")]
-    assert counts == Counter({"sessions": 1, "answer": 1, "skipped.system.hook_response": 1, "skipped.system.status": 1})
+    assert counts == Counter({"answer": 1, "skipped.system.hook_response": 1, "skipped.system.status": 1})
     assert quarantined == []
 
 
 def test_synthetic_messages_are_left_out_and_counted() -> None:
     examples, counts, _ = build("claude_code_synthetic.jsonl")
     assert examples == [([SYSTEM, ("user", "Fix the typo in README.md."), ("user", "Try again, please.")], "Fixed: 'teh' is now 'the'.")]
-    assert counts == Counter(sessions=1, answer=1, synthetic_messages=1)
+    assert counts == Counter({"answer": 1, "skipped.synthetic_messages": 1})
 
 
 def test_turns_before_a_compaction_are_not_context_after_it() -> None:
@@ -115,14 +115,14 @@ def test_turns_before_a_compaction_are_not_context_after_it() -> None:
         ([SYSTEM, ("user", "Count the lines of a.py.")], "a.py has 12 lines."),
         ([SYSTEM, ("user", "And its words?")], "a.py has 30 words."),
     ]
-    assert len(examples) == 6 and counts == Counter(sessions=2, reasoning_action=2, answer=4, compactions=2, uncompacted_lines=1)
+    assert len(examples) == 6 and counts == Counter({"reasoning_action": 2, "answer": 4, "compactions": 2, "skipped.uncompacted_lines": 1})
 
 
 def test_known_events_are_skipped_and_counted_not_quarantined() -> None:
     examples, counts, quarantined = build("claude_code_events.jsonl")
     assert examples == [([SYSTEM, ("user", "What day is it?")], "Monday.")]
     assert quarantined == [11], "only the line of an unknown type"
-    assert counts == Counter({"sessions": 1, "answer": 1, "skipped.control_request": 1, "skipped.control_response": 1,
+    assert counts == Counter({"answer": 1, "skipped.control_request": 1, "skipped.control_response": 1,
                               "skipped.stream_event": 2, "skipped.rate_limit_event": 1, "skipped.summary": 1,
                               "skipped.file-history-snapshot": 1})
 
@@ -131,15 +131,16 @@ def test_prepared_meta_counts_every_skip_by_reason(tmp_path: Path) -> None:
     logs = tmp_path / "logs"
     logs.mkdir()
     for f in FIXTURES.glob("claude_code_*.jsonl"):
-        if f.name != "claude_code_session.jsonl":
+        if f.name not in ("claude_code_session.jsonl", "claude_code_transcript.jsonl"):
             shutil.copy(f, logs / f.name)
     source = {"format": "claude_code", "path": str(logs), "kinds": None, "successful_only": True}
     sft = SFT([source], seq_len=512, packing=True, val_fraction=0.25, test_fraction=0.25, seed=0, tokenizer=TOK)
     (tmp_path / "data").mkdir()
     meta = sft.write(tmp_path / "data")
     assert meta["quarantined"] == 1 and meta["counts"] == {
-        "sessions": 9, "unsuccessful_sessions": 1, "answer": 12, "reasoning_action": 6, "tool_selection": 6,
-        "subagent_lines": 5, "synthetic_messages": 1, "compactions": 2, "uncompacted_lines": 1,
+        "read.files": 7, "read.records": 93, "read.sessions": 10, "filtered.unsuccessful_sessions": 1,
+        "answer": 12, "reasoning_action": 6, "tool_selection": 6,
+        "skipped.subagent_lines": 5, "skipped.synthetic_messages": 1, "compactions": 2, "skipped.uncompacted_lines": 1,
         "skipped.system.hook_response": 1, "skipped.system.status": 1, "skipped.stream_event": 2, "skipped.rate_limit_event": 1,
         "skipped.control_request": 1, "skipped.control_response": 1, "skipped.summary": 1, "skipped.file-history-snapshot": 1,
     }

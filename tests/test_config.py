@@ -161,7 +161,7 @@ def test_a_run_rejects_out_of_range_values_before_any_work(tmp_path: Path) -> No
     [
         (["eval.batch_size=0"], "eval.batch_size=0: must be >= 1"),
         (["model.dropout=1.0"], "model.dropout=1.0: must be in [0, 1)"),
-        (["optim.betas=[0.9,1.0]"], "optim.betas=[0.9, 1.0]: every item must be in [0, 1)"),
+        (["optim.betas=[0.9,1.0]"], "optim.betas.1=1.0: must be in [0, 1)"),
         (["optim.weight_decay=-0.1"], "optim.weight_decay=-0.1: must be >= 0"),
         (["trainer.val_every_n_steps=0"], "trainer.val_every_n_steps=0: must be >= 1"),
         (["trainer.checkpoint_every_n_steps=0"], "trainer.checkpoint_every_n_steps=0: must be >= 1"),
@@ -173,7 +173,7 @@ def test_a_run_rejects_out_of_range_values_before_any_work(tmp_path: Path) -> No
         (["model.init=smal"], "model.init=smal: not a valid choice (command line: 'model.init=smal'). Did you mean 'small'?"),
         (["data=modular", "data.train_fraction=1.0"], "data.train_fraction=1.0: must be strictly between 0 and 1"),
         (["data=arithmetic", "data.digits=10"], "data.digits=10: must be in [1, 9]"),
-        (["data=sudoku", "data.levels=[easy,hardest]"], "data.levels=['easy', 'hardest']: every item must be one of trivial"),
+        (["data=sudoku", "data.levels=[easy,hardest]"], "data.levels.1=hardest: not a valid choice"),
         (["data=maze", "data.size=8"], "data.size=8: must be odd"),
         (["+recipe=coder_lora", "data.val_fraction=0.5", "data.test_fraction=0.5"], "data.test_fraction=0.5: must leave rows to train on"),
         (["compressor=rtn", "compressor.bits=9"], "compressor.bits=9: must be in [1, 8]"),
@@ -186,7 +186,16 @@ def test_a_run_rejects_out_of_range_values_before_any_work(tmp_path: Path) -> No
         (["+recipe=coder_lora", "peft.r=0"], "peft.r=0: must be >= 1"),
         (["+recipe=coder_lora", "eval.humaneval.batch_size=0"], "eval.humaneval.batch_size=0: must be >= 1"),
         (["+recipe=coder_lora", "eval.humaneval.k=[1,10]"], "eval.humaneval.k=[1, 10]: pass@k needs samples >= k"),
-        (["+recipe=coder_lora", "export.outputs=[merged,ggml]"], "export.outputs=['merged', 'ggml']: every item must be one of adapter"),
+        (["+recipe=coder_lora", "export.outputs=[merged,ggml]"], "export.outputs.1=ggml: not a valid choice"),
+        (["+recipe=coder_lora", "data=agent_traces", "data.sources.0.path=logs", "data.sources.0.kinds=[answer,reasoning_actoin]"],
+         "data.sources.0.kinds.1=reasoning_actoin: not a valid choice (command line: 'data.sources.0.kinds=[answer,reasoning_actoin]'). "
+         "Did you mean 'reasoning_action'?"),
+        (["+recipe=coder_lora", "data=sft_jsonl", "data.sources.0.path=a.jsonl", "+data.sources.0.kinds=[answer]"],
+         "data.sources.0.kinds=['answer']: applies to format claude_code only, this source is format messages; remove it"),
+        (["+recipe=coder_lora", "data=agent_traces", "data.sources.0.path=logs", "+data.sources.0.prompt=hi", "+data.sources.0.prompt_file=p.txt"],
+         "data.sources.0.prompt_file=p.txt: give the prompt once"),
+        (["+recipe=coder_lora", "data=sft_jsonl", "data.sources.0.path=a.jsonl", "data.sources.0.format=agent_runs", "+data.sources.0.min_reward=1"],
+         "data.sources.0.min_reward=1.0: needs reward_weights"),
     ],
 )
 def test_range_checks_name_the_key_the_value_and_the_rule(overrides: list[str], message: str) -> None:

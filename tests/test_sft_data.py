@@ -172,7 +172,7 @@ def test_python_code_set_dedups_and_leaves_humaneval_out(tmp_path: Path) -> None
     examples = [ex for ex, _ in code_examples(str(tmp_path), q, counts, exclude=humaneval_keys())]
     assert [e.prompt.splitlines()[0] for e in examples] == ["def total(xs):"]
     assert examples[0].completion.startswith("    total = 0\n") and examples[0].completion.endswith("return total\n")
-    assert counts == Counter(duplicates=1, decontaminated=1)
+    assert counts == Counter({"read.files": 3, "filtered.duplicates": 1, "filtered.decontaminated": 1})
     assert quarantined_lines(q) == [1]
 
 
@@ -190,7 +190,7 @@ def test_prepare_streams_quarantines_and_reuses_the_cache(tmp_path: Path, tiny_l
     tok = AutoTokenizer.from_pretrained(str(tiny_lm))
     out = prepare(cfg, str(tmp_path / "cache"), tmp_path / "run" / "data", tok)
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["quarantined"] == 3 and meta["counts"]["sessions"] == 1
+    assert meta["quarantined"] == 3 and meta["counts"]["read.sessions"] == 1
     lines = [json.loads(x) for x in (out / "quarantine.jsonl").read_text().splitlines()]
     assert {(Path(x["file"]).name, x["line"]) for x in lines} == {("prompt_completion.jsonl", 6), ("prompt_completion.jsonl", 10),
                                                                   ("claude_code_session.jsonl", 10)}

@@ -84,6 +84,18 @@ def one_of(choices: Iterable[Any], default: Any = MISSING) -> Any:
     return bound(OneOf(text, lambda v: v in choices, choices), default)
 
 
+@dataclass(frozen=True)
+class Each(Rule):
+    item: Optional[Rule] = None
+
+    def message(self, key: str, value: Any, where: str) -> str:
+        """The first item that fails, by its own key, in its own rule's words (a nearest match
+        for a choice)."""
+        pairs = value.items() if isinstance(value, Mapping) else enumerate(value)
+        name, bad = next((k, x) for k, x in pairs if not self.item.test(x))
+        return self.item.message(f"{key}.{name}", bad, where)
+
+
 def each(item: Any, default: Any = MISSING) -> Any:
     """Every item of a list (or value of a mapping) passes the rule of the field `item`."""
     rule: Rule = item.metadata[RULE]
@@ -91,7 +103,7 @@ def each(item: Any, default: Any = MISSING) -> Any:
     def test(v: Any) -> bool:
         return all(rule.test(x) for x in (v.values() if isinstance(v, Mapping) else v))
 
-    return bound(Rule(f"every item {rule.text}", test), default)
+    return bound(Each(f"every item {rule.text}", test, rule), default)
 
 
 def violations(schema: type, node: DictConfig) -> Iterator[tuple[str, Any, Rule]]:

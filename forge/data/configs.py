@@ -24,7 +24,12 @@ MODES = ("kv", "needle")  # recall
 ARITHMETIC_OPS = {"add": "+", "sub": "-", "mul": "*"}
 MODULAR_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 MAX_DIGITS = 9  # products of two 9-digit numbers still fit int64
-SFT_FORMATS = ("prompt_completion", "messages", "sharegpt", "alpaca", "dolly", "agent_runs", "claude_code", "python_code")
+SFT_FORMATS = ("auto", "prompt_completion", "messages", "sharegpt", "alpaca", "dolly", "agent_runs", "claude_code", "python_code")
+CLAUDE_CODE_KINDS = ("reasoning_action", "error_recovery", "tool_selection", "answer")
+SOURCE_KEYS = {  # optional source keys and the formats they apply to ("auto" may resolve to any)
+    "kinds": ("claude_code",), "prompt": ("claude_code",), "prompt_file": ("claude_code",),
+    "reward_weights": ("agent_runs",), "min_reward": ("agent_runs",),
+}
 DIHEDRAL = 8  # rotations and reflections of a square grid, the identity included
 
 
@@ -134,16 +139,30 @@ class MixtureConfig(Loader):
 
 @dataclass
 class SFTSource:
-    """One input of an SFT dataset; the keys after `path` apply to some formats only."""
+    """One input of an SFT dataset; the keys after `path` apply to some formats only (SOURCE_KEYS)."""
 
     format: str = one_of(SFT_FORMATS)
     path: str = MISSING
-    kinds: Optional[list[str]] = None  # claude_code
+    kinds: Optional[list[str]] = each(one_of(CLAUDE_CODE_KINDS), default=None)  # claude_code
     successful_only: bool = True  # claude_code
+    prompt: Optional[str] = None  # claude_code: the prompt of logs recorded without it
+    prompt_file: Optional[str] = None  # claude_code: the same, read from a file
     reward_weights: Optional[dict[str, float]] = None  # agent_runs
     min_reward: Optional[float] = None  # agent_runs
     min_lines: int = at_least(1, default=3)  # python_code
     max_lines: int = at_least(1, default=40)  # python_code
+
+    @staticmethod
+    def relations(node: DictConfig) -> Iterator[tuple[str, str]]:
+        for key, formats in SOURCE_KEYS.items():
+            if node.get(key) is not None and node.format not in (*formats, "auto"):
+                yield key, f"applies to format {' or '.join(formats)} only, this source is format {node.format}; remove it"
+        if node.get("prompt") is not None and node.get("prompt_file") is not None:
+            yield "prompt_file", "give the prompt once: prompt or prompt_file, not both"
+        if node.get("min_reward") is not None and not node.get("reward_weights"):
+            yield "min_reward", "needs reward_weights: without them every run's reward is 0"
+        if node.get("kinds") is not None and not node.kinds:
+            yield "kinds", f"names no kind of example; choose from {', '.join(CLAUDE_CODE_KINDS)}"
 
 
 @register("data", "forge.data.sft.SFT")

@@ -16,10 +16,12 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from forge import atomic
 from forge.atomic import atomic_dir, write_json
 from forge.config.errors import ConfigError
 from forge.config.instantiate import instantiate, resolve_target
 from forge.data.configs import LOADER_KEYS
+from forge.errors import ForgeError
 
 log = logging.getLogger(__name__)
 FORMAT_VERSION = 2
@@ -63,7 +65,7 @@ def prepare(data_cfg: DictConfig, cache_dir: Optional[str], out: Path, tokenizer
         log.info("data: reusing cached %s", entry)
     else:
         log.info("data: generating %s into %s", key, entry)
-        _build(task, data_cfg, key, entry)
+        _build(task, data_cfg, key, entry, out)
     with atomic_dir(out) as tmp:
         for f in entry.iterdir():
             _link_or_copy(f, tmp / f.name)
@@ -73,13 +75,17 @@ def prepare(data_cfg: DictConfig, cache_dir: Optional[str], out: Path, tokenizer
     return out
 
 
-def _build(task: Any, data_cfg: DictConfig, key: str, entry: Path) -> None:
+def _build(task: Any, data_cfg: DictConfig, key: str, entry: Path, out: Path) -> None:
     import numpy as np
     from safetensors.numpy import save_file
 
     if hasattr(task, "write"):  # streaming tasks write their own split files
         with atomic_dir(entry) as tmp:
-            meta = task.write(tmp)
+            try:
+                meta = task.write(tmp)
+            except ForgeError as e:
+                kept = _keep(tmp, out, getattr(task, "kept_on_failure", ()))
+                raise ForgeError(f"{e}" + "".join(f" Kept for reading: {k}." for k in kept)) from None
             write_json(tmp / "meta.json", {"fingerprint": key, "task": data_cfg._target_, **meta,
                                            "config": OmegaConf.to_container(data_cfg, resolve=True)})
         return
@@ -101,6 +107,18 @@ def _build(task: Any, data_cfg: DictConfig, key: str, entry: Path) -> None:
                 "config": OmegaConf.to_container(data_cfg, resolve=True),
             },
         )
+
+
+def _keep(tmp: Path, out: Path, names: tuple[str, ...]) -> list[Path]:
+    """Copy what a failed build wrote that the user needs to see into the run's data folder."""
+    kept = []
+    for name in names:
+        if (tmp / name).exists():
+            out.mkdir(parents=True, exist_ok=True)
+            with open(tmp / name, "rb") as src, atomic.atomic_open(out / name) as dst:
+                shutil.copyfileobj(src, dst)
+            kept.append(out / name)
+    return kept
 
 
 def _fingerprint_of(folder: Path) -> Optional[str]:

@@ -1,10 +1,16 @@
-"""Claude Code `stream-json` session logs turned into SFT examples.
+"""Claude Code session logs turned into SFT examples.
 
-A log is the JSONL that `claude -p --output-format stream-json --verbose` prints (recorded with
-`--input-format stream-json` or `--replay-user-messages` so the user's prompt is in it): a
-`system` init line (tools, model), `assistant` lines whose content blocks are `thinking`, `text`
-and `tool_use`, `user` lines carrying the prompt or `tool_result` blocks (`is_error` on
-failures), and a `result` line closing each user turn.
+Two kinds of log are read. A stream-json log is what `claude -p --output-format stream-json
+--verbose` prints: a `system` init line (tools, model), `assistant` lines whose content blocks are
+`thinking`, `text` and `tool_use`, `user` lines carrying the prompt or `tool_result` blocks
+(`is_error` on failures), and a `result` line closing each user turn. The prompt is in the log
+only when it was recorded with `--input-format stream-json` and `--replay-user-messages`
+together; for a log without it (the default `claude -p "..."`, claude-code-action) the source
+gives the prompt (`prompt` or `prompt_file`), which opens every session that has none. An
+on-disk transcript (`~/.claude/projects/*/*.jsonl`) has the same message lines with camelCase
+keys (`sessionId`, `isSidechain`, `parentUuid`) and no init or result line: its tools are not
+listed and its sessions carry no verdict, so `successful_only` leaves them out
+(`filtered.unjudged_sessions`) unless it is false.
 
 What the log says is what the model saw, in order:
 
@@ -17,20 +23,28 @@ What the log says is what the model saw, in order:
   that follows results joins only if it calls a tool, since the model wrote it without seeing
   them; text after results is a new turn);
 - subagent lines (`parent_tool_use_id` set, or `isSidechain`) are the subagent's conversation,
-  not the main agent's: they are left out and counted (`subagent_lines`); the parent sees only
-  the Task tool's result;
+  not the main agent's: they are left out and counted (`skipped.subagent_lines`); the parent
+  sees only the Task tool's result;
+- a user turn the log does not hold (a later turn of a session recorded without its prompts)
+  cannot be guessed: the lines that answer it are left out (`skipped.lines_without_prompt`);
+- in a transcript, a prompt whose `parentUuid` is an earlier line than the last is a rewind (the
+  user edited an earlier message): the turns after that line were abandoned and are dropped from
+  the context (`skipped.rewound_turns`); `isMeta` user lines (harness notices) are not prompts
+  (`skipped.meta_messages`);
+- an image or other non-text block in a prompt or a tool result becomes a placeholder such as
+  `[image]`, counted as `placeholders.image`;
 - only the `system` line with `subtype: init` declares the tools; `compact_boundary` marks a
   compaction, after which the context restarts at the summary (`isCompactSummary`) or the next
   user prompt (assistant and tool-result lines before either are left out, counted
-  `uncompacted_lines`); other system subtypes (hooks, status) are skipped and counted as
+  `skipped.uncompacted_lines`); other system subtypes (hooks, status) are skipped and counted as
   `skipped.system.<subtype>`;
 - `<synthetic>` assistant messages (local slash-command output, API-error notices) are not the
-  model's: left out and counted (`synthetic_messages`);
+  model's: left out and counted (`skipped.synthetic_messages`);
 - `stream_event`, `rate_limit_event`, `control_request`/`control_response` and the transcript's
   `summary` and `file-history-snapshot` lines are known events: skipped and counted as
   `skipped.<type>`. Only what is not JSON, not an event or contradicts itself is quarantined.
 
-The session becomes a chat: the system line lists the tools; an assistant turn is its thinking
+The session becomes a chat: the system line lists the tools (when the log declares them); an assistant turn is its thinking
 in <think> tags, its text, then each tool call as <tool_call>{"name", "arguments"}</tool_call>;
 tool results come back as a user turn of <tool_response> blocks. Examples, by kind:
 
@@ -50,10 +64,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from forge.data.configs import CLAUDE_CODE_KINDS as KINDS
 from forge.data.sft.examples import BadRecord, Chat, Example
 from forge.data.sft.records import Quarantine, read_jsonl
 
-KINDS = ("reasoning_action", "error_recovery", "tool_selection", "answer")
 EVENTS = ("system", "assistant", "user", "result")
 SKIPPED = ("stream_event", "rate_limit_event", "control_request", "control_response", "summary", "file-history-snapshot")
 
@@ -78,6 +92,8 @@ class Session:
     result: Optional[dict] = None
     first_line: int = 0
     compacted: bool = False  # a compaction boundary is waiting for the turn that restarts the context
+    answered: bool = False  # a `result` closed the last user turn; the next one needs a prompt
+    marks: dict[str, int] = field(default_factory=dict)  # transcript line uuid -> turns held after it
 
     @property
     def prompt(self) -> Optional[str]:
@@ -91,6 +107,7 @@ def read_sessions(path: Path, quarantine: Quarantine, counts: Optional[Counter[s
     counts = Counter() if counts is None else counts
     current: Optional[Session] = None
     for number, event in read_jsonl(path, quarantine):
+        counts["read.records"] += 1
         try:
             kind, sid = _event_kind(event)
         except BadRecord as e:
@@ -100,7 +117,7 @@ def read_sessions(path: Path, quarantine: Quarantine, counts: Optional[Counter[s
             counts[f"skipped.{kind}"] += 1
             continue
         if event.get("parent_tool_use_id") or event.get("isSidechain"):
-            counts["subagent_lines"] += 1
+            counts["skipped.subagent_lines"] += 1
             continue
         if current is None or (sid and current.id and sid != current.id):
             if current is not None:
@@ -111,16 +128,23 @@ def read_sessions(path: Path, quarantine: Quarantine, counts: Optional[Counter[s
             _apply(current, kind, event, counts)
         except BadRecord as e:
             quarantine.add(path, number, str(e), json.dumps(event))
+        if isinstance(event.get("uuid"), str):
+            current.marks[event["uuid"]] = len(current.turns)
     if current is not None:
         yield current
 
 
-def session_examples(session: Session, kinds: tuple[str, ...], counts: Counter[str]) -> list[Example]:
+def session_examples(session: Session, kinds: tuple[str, ...], counts: Counter[str], prompt: Optional[str] = None) -> list[Example]:
+    """The examples of one session; `prompt` opens it when the log holds no prompt of its own
+    (None: such a session has none and gives no examples, counted `skipped.sessions_without_prompt`)."""
     if session.prompt is None:
-        raise BadRecord(
-            "session has no user prompt; record it with --input-format stream-json or --replay-user-messages"
-        )
-    system = {"role": "system", "content": "You are a coding agent. Tools: " + ", ".join(session.tools or ["none listed"]) + "."}
+        if prompt is None or not any(t.role == "assistant" for t in session.turns):
+            counts["skipped.sessions_without_prompt"] += 1
+            return []
+        session.turns.insert(0, Turn("user", prompt, starts_context=True))
+        counts["prompts_from_source"] += 1
+    tools = f" Tools: {', '.join(session.tools)}." if session.tools else ""
+    system = {"role": "system", "content": f"You are a coding agent.{tools}"}
     group = f"{session.file.name}#{session.id or session.first_line}"
     messages = [{"role": t.role, "content": t.text} for t in session.turns]
     out: list[Example] = []
@@ -154,9 +178,11 @@ def session_examples(session: Session, kinds: tuple[str, ...], counts: Counter[s
     return out
 
 
-def succeeded(session: Session) -> bool:
-    r = session.result or {}
-    return r.get("subtype") == "success" and not r.get("is_error", False)
+def succeeded(session: Session) -> Optional[bool]:
+    """The verdict of the session's last `result`; None when it has none (a transcript)."""
+    if session.result is None:
+        return None
+    return session.result.get("subtype") == "success" and not session.result.get("is_error", False)
 
 
 def _event_kind(event: Any) -> tuple[str, str]:
@@ -178,7 +204,7 @@ def _apply(session: Session, kind: str, event: dict, counts: Counter[str]) -> No
             counts[f"skipped.system.{subtype}"] += 1
         return
     if kind == "result":
-        session.result = event
+        session.result, session.answered = event, True
         return
     message = event.get("message")
     if not isinstance(message, dict) or "content" not in message:
@@ -188,11 +214,13 @@ def _apply(session: Session, kind: str, event: dict, counts: Counter[str]) -> No
     if not isinstance(blocks, list) or not all(isinstance(b, dict) for b in blocks):
         raise BadRecord(f"{kind} message.content must be a string or a list of blocks")
     if kind == "assistant" and message.get("model") == "<synthetic>":
-        counts["synthetic_messages"] += 1
+        counts["skipped.synthetic_messages"] += 1
+    elif kind == "user" and event.get("isMeta"):
+        counts["skipped.meta_messages"] += 1
     elif kind == "assistant":
         _assistant(session, blocks, str(message.get("id") or ""), counts)
     else:
-        _user(session, blocks, bool(event.get("isCompactSummary")), counts)
+        _user(session, blocks, event, counts)
 
 
 def _assistant_turn(session: Session, message_id: str, calls: bool) -> Turn:
@@ -210,7 +238,10 @@ def _assistant_turn(session: Session, message_id: str, calls: bool) -> Turn:
 
 def _assistant(session: Session, blocks: list[dict], message_id: str, counts: Counter[str]) -> None:
     if session.compacted:
-        counts["uncompacted_lines"] += 1
+        counts["skipped.uncompacted_lines"] += 1
+        return
+    if session.answered:
+        counts["skipped.lines_without_prompt"] += 1
         return
     turn = _assistant_turn(session, message_id, any(b.get("type") == "tool_use" for b in blocks))
     parts = [turn.text] if turn.text else []
@@ -228,23 +259,42 @@ def _assistant(session: Session, blocks: list[dict], message_id: str, counts: Co
     turn.text = "\n".join(parts)
 
 
-def _user(session: Session, blocks: list[dict], summary: bool, counts: Counter[str]) -> None:
+def _block_text(block: dict, counts: Counter[str]) -> str:
+    """A text block's text; any other block (an image, a document) as a counted placeholder."""
+    kind = str(block.get("type"))
+    if kind == "text":
+        return str(block.get("text", ""))
+    counts[f"placeholders.{kind}"] += 1
+    return f"[{kind}]"
+
+
+def _rewind(session: Session, event: dict, counts: Counter[str]) -> None:
+    """A transcript prompt whose parent line is not the last one: the turns after the parent
+    were abandoned when the user went back and edited an earlier message."""
+    held = session.marks.get(str(event.get("parentUuid")))
+    if held is not None and held < len(session.turns):
+        counts["skipped.rewound_turns"] += len(session.turns) - held
+        del session.turns[held:]
+
+
+def _user(session: Session, blocks: list[dict], event: dict, counts: Counter[str]) -> None:
     results = [b for b in blocks if b.get("type") == "tool_result"]
     if not results:
-        text = "\n".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text").strip()
+        text = "\n".join(_block_text(b, counts) for b in blocks).strip()
         if text:
-            starts = not session.turns or session.compacted or summary
+            _rewind(session, event, counts)
+            starts = not session.turns or session.compacted or bool(event.get("isCompactSummary"))
             session.turns.append(Turn("user", text, starts_context=starts))
-            session.compacted = False
+            session.compacted = session.answered = False
         return
-    if session.compacted:
-        counts["uncompacted_lines"] += 1
+    if session.compacted or session.answered:
+        counts["skipped.uncompacted_lines" if session.compacted else "skipped.lines_without_prompt"] += 1
         return
     parts, error = [], False
     for b in results:
         body = b.get("content", "")
         if isinstance(body, list):
-            body = "\n".join(str(x.get("text", "")) for x in body if isinstance(x, dict))
+            body = "\n".join(_block_text(x, counts) for x in body if isinstance(x, dict))
         error = error or bool(b.get("is_error"))
         parts.append(f"<tool_response{' error' if b.get('is_error') else ''}>\n{str(body).strip()}\n</tool_response>")
     if session.turns and session.turns[-1].results:

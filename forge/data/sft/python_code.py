@@ -65,14 +65,15 @@ def code_examples(
     seen: set[bytes] = set()
     exclude = exclude or set()
     for file in source_files(path):
+        counts["read.files"] += 1
         for name, line, prompt, completion in functions(file, quarantine, min_lines, max_lines):
             key = hashlib.sha1(" ".join(completion.split()).encode()).digest()
             if key in seen:
-                counts["duplicates"] += 1
+                counts["filtered.duplicates"] += 1
                 continue
             seen.add(key)
             if name in exclude or _docstring_key(prompt) in exclude:
-                counts["decontaminated"] += 1
+                counts["filtered.decontaminated"] += 1
                 continue
             yield Completion(prompt, completion, group=str(file)), line
 

@@ -27,9 +27,12 @@ class Quarantine:
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.counts: Counter[str] = Counter()
+        self.first: list[tuple[str, int, str]] = []  # the first few, for an error message
 
     def add(self, file: Path | str, line: int, error: str, text: str) -> None:
         self.counts[str(file)] += 1
+        if len(self.first) < 3:
+            self.first.append((str(file), line, error))
         self.out.write(json.dumps({"file": str(file), "line": line, "error": error, "text": text[:2000]}) + "\n")
 
     @property
