@@ -109,7 +109,7 @@ class SFT:
             quarantine = Quarantine(qf)
             for example, where in self._examples(quarantine, counts):
                 try:
-                    ids, mask = encode(self.tokenizer, example)
+                    ids, mask = encode(self.tokenizer, example, counts)
                 except BadRecord as e:
                     quarantine.add(where[0], where[1], str(e), json.dumps(example.__dict__)[:2000])
                     continue

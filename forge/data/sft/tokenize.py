@@ -5,21 +5,46 @@ turn adds after its generation header (its content and end-of-turn marker) is sc
 else is. This needs a template where each conversation's rendering extends the rendering of its
 first messages, which holds for ChatML, Llama, Mistral and most others; one that does not is
 refused with a message rather than trained with a wrong mask.
+
+Special tokens written as text in the data (`<|im_start|>` in a user message or a tool result,
+`<|im_end|>` or `<|endoftext|>` in a completion) are escaped, not quarantined: the data stays
+what it was, and such text is tokenized as ordinary characters (the tokenizer's
+`split_special_tokens`), so it decodes to the same text but can never become a special id that
+opens a turn or ends the sequence; the template's own markers stay special. To tell the two
+apart, each special token in a message is swapped for a placeholder the template passes through
+as it would the token, the chat is rendered, and the placeholders are put back as plain text.
+Only where that is unsound is the record quarantined, naming the message and the token: a
+template that changes such text while rendering it (the escaped rendering would differ from the
+real one), or a tokenizer that lists a special token it does not mark special (it cannot be kept
+as text). A chat without special-token text is encoded exactly as it always was. Templates whose
+turn markers are plain text rather than special tokens (Llama 2's `[INST]`) cannot be escaped
+without changing the data; there the mask is still right (it follows the messages, not the
+text), only the ids of an injected marker equal a real one.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from collections import Counter
+from typing import Any, Optional
 
 from forge.data.sft.examples import BadRecord, Chat, Completion, Example
 
 
-def encode(tokenizer: Any, example: Example) -> tuple[list[int], list[bool]]:
+def encode(tokenizer: Any, example: Example, counts: Optional[Counter[str]] = None) -> tuple[list[int], list[bool]]:
+    """`counts["special_tokens_escaped"]` counts the examples whose text held special tokens."""
+    specials = _Specials(tokenizer)
     if isinstance(example, Completion):
-        prompt = tokenizer(example.prompt, add_special_tokens=True)["input_ids"]
-        completion = tokenizer(example.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-        return prompt + completion, [False] * len(prompt) + [True] * len(completion)
-    return _encode_chat(tokenizer, example)
+        escaped = specials.check_plain({"prompt": example.prompt, "completion": example.completion})
+        prompt = tokenizer(example.prompt, add_special_tokens=True, split_special_tokens=True)["input_ids"]
+        completion = tokenizer(example.completion, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        completion.append(tokenizer.eos_token_id)
+        ids, mask = prompt + completion, [False] * len(prompt) + [True] * len(completion)
+    else:
+        ids, mask, escaped = _encode_chat(tokenizer, example, specials)
+    if escaped and counts is not None:
+        counts["special_tokens_escaped"] += 1
+    return ids, mask
 
 
 def _render(tokenizer: Any, messages: list[dict[str, str]], generation: bool = False) -> str:
@@ -28,29 +53,142 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], generation: bool = F
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
 
 
-def _encode_chat(tokenizer: Any, chat: Chat) -> tuple[list[int], list[bool]]:
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("the tokenizer has no chat template: chat data needs one (set it on the model's tokenizer)")
-    scored = set(chat.scored) if chat.scored is not None else {i for i, m in enumerate(chat.messages) if m["role"] == "assistant"}
+def _pieces(tokenizer: Any, messages: list[dict[str, str]], scored: set[int]) -> list[tuple[str, bool]]:
+    """The rendered chat cut into (text, scored) pieces at turn boundaries."""
     pieces: list[tuple[str, bool]] = []
     done = ""
-    for i, message in enumerate(chat.messages):
-        full = _render(tokenizer, chat.messages[: i + 1])
+    for i, message in enumerate(messages):
+        full = _render(tokenizer, messages[: i + 1])
         if not full.startswith(done):
             raise BadRecord("the chat template renders a conversation differently from its first turns; cannot mask assistant turns")
         if message["role"] == "assistant" and i in scored:
-            header = _render(tokenizer, chat.messages[:i], generation=True)
+            header = _render(tokenizer, messages[:i], generation=True)
             if not (header.startswith(done) and full.startswith(header)):
                 raise BadRecord("the chat template's generation prompt does not prefix its assistant turn; cannot mask")
             pieces += [(header[len(done) :], False), (full[len(header) :], True)]
         else:
             pieces.append((full[len(done) :], False))
         done = full
+    return pieces
+
+
+def _encode_chat(tokenizer: Any, chat: Chat, specials: "_Specials") -> tuple[list[int], list[bool], bool]:
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the tokenizer has no chat template: chat data needs one (set it on the model's tokenizer)")
+    scored = set(chat.scored) if chat.scored is not None else {i for i, m in enumerate(chat.messages) if m["role"] == "assistant"}
+    escape = specials.escape(chat.messages)
+    if escape is None:
+        texts = _pieces(tokenizer, chat.messages, scored)
+        pieces = [(tokenizer(text, add_special_tokens=False)["input_ids"], trained) for text, trained in texts if text]
+    else:
+        texts = _pieces(tokenizer, escape.messages, scored)
+        if "".join(escape.restore(text) for text, _ in texts) != _render(tokenizer, chat.messages):
+            raise BadRecord(f"{escape.where()}, a special token, and the chat template changes that text when rendering it, so "
+                            "it cannot be kept as text; remove it from the record")
+        pieces = [(escape.tokenize(text), trained) for text, trained in texts if text]
     ids: list[int] = []
     mask: list[bool] = []
-    for text, trained in pieces:
-        if text:
-            piece = tokenizer(text, add_special_tokens=False)["input_ids"]
-            ids += piece
-            mask += [trained] * len(piece)
-    return ids, mask
+    for piece, trained in pieces:
+        ids += piece
+        mask += [trained] * len(piece)
+    return ids, mask, escape is not None
+
+
+class _Unmarked(BadRecord):
+    """Special-token text that the tokenizer still reads as a special token under `split_special_tokens`."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__("which the tokenizer reads as a special token even when told not to (it is not marked special); "
+                         "remove it from the record or mark it special in the tokenizer")
+        self.token = token
+
+
+class _Specials:
+    """The tokenizer's special tokens, and how to keep their text in data from becoming them."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        added = {i: t for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+        self.ids = set(added) | set(tokenizer.all_special_ids)
+        strip = {str(t): (t.lstrip, t.rstrip) for t in added.values()}
+        for token in tokenizer.all_special_tokens:
+            strip.setdefault(token, (False, False))
+        self.tokens = sorted(strip, key=len, reverse=True)  # longest first: a token that contains another wins
+        self.number = {t: i for i, t in enumerate(self.tokens)}
+        self.find = re.compile("|".join(map(re.escape, self.tokens)))
+        # A template's marker as the tokenizer matches it: with the whitespace it strips.
+        self.markers = re.compile("(" + "|".join(
+            ("\\s*" if strip[t][0] else "") + re.escape(t) + ("\\s*" if strip[t][1] else "") for t in self.tokens) + ")")
+
+    def check_plain(self, fields: dict[str, str]) -> bool:
+        """Whether any field holds special-token text; raises if the tokenizer would still read it as one."""
+        found = False
+        for name, text in fields.items():
+            if self.find.search(text):
+                found = True
+                try:
+                    self.plain(text)
+                except _Unmarked as e:
+                    raise BadRecord(f"{name} contains {e.token!r}, {e}") from None
+        return found
+
+    def plain(self, text: str) -> list[int]:
+        """`text` tokenized as ordinary characters."""
+        ids = self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        special = next((i for i in ids if i in self.ids), None)
+        if special is not None:
+            raise _Unmarked(self.tokenizer.convert_ids_to_tokens(special))
+        return ids
+
+    def escape(self, messages: list[dict[str, str]]) -> Optional["_Escape"]:
+        """None when no message holds special-token text (the chat is encoded as it always was)."""
+        if not any(self.find.search(v) for m in messages for k, v in m.items() if k != "role"):
+            return None
+        return _Escape(self, messages)
+
+
+class _Escape:
+    """A chat whose special-token text is swapped for placeholders: the token's number between two
+    of a private-use character that occurs in none of its messages, which no template trims or splits."""
+
+    def __init__(self, specials: _Specials, messages: list[dict[str, str]]) -> None:
+        self.specials, self.original = specials, messages
+        values = [v for m in messages for v in m.values()]
+        self.mark = next(chr(c) for c in range(0xE000, 0xF900) if not any(chr(c) in v for v in values))
+        self.messages = [{k: v if k == "role" else specials.find.sub(self._placeholder, v) for k, v in m.items()} for m in messages]
+        self.placeholders = re.compile(f"{self.mark}(\\d+){self.mark}")
+
+    def _placeholder(self, match: re.Match[str]) -> str:
+        return f"{self.mark}{self.specials.number[match.group()]}{self.mark}"
+
+    def restore(self, text: str) -> str:
+        return self.placeholders.sub(lambda m: self.specials.tokens[int(m.group(1))], text)
+
+    def where(self, token: Optional[str] = None) -> str:
+        """The first message holding `token` (any special token when None), and the token."""
+        for i, m in enumerate(self.original):
+            for k, v in m.items():
+                found = None if k == "role" else self.specials.find.search(v) if token is None else re.search(re.escape(token), v)
+                if found:
+                    return f"message {i} ({m['role']}) contains {found.group()!r}"
+        return f"a message contains {token!r}"
+
+    def tokenize(self, text: str) -> list[int]:
+        """A rendered piece to ids: the template's markers are special tokens; a stretch between two
+        of them that holds a placeholder is tokenized whole as ordinary characters (as the tokenizer
+        would split it at the markers), every other stretch as before."""
+        tokenizer = self.specials.tokenizer
+        if self.mark not in text:
+            return tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids: list[int] = []
+        for i, part in enumerate(self.specials.markers.split(text)):
+            if not part:
+                continue
+            if i % 2 == 0 and self.mark in part:
+                try:
+                    ids += self.specials.plain(self.restore(part))
+                except _Unmarked as e:
+                    raise BadRecord(f"{self.where(e.token)}, {e}") from None
+            else:
+                ids += tokenizer(part, add_special_tokens=False)["input_ids"]
+        return ids
