@@ -64,10 +64,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from forge.data.configs import CLAUDE_CODE_KINDS as KINDS
+from forge.data.configs import CLAUDE_CODE_KINDS
 from forge.data.sft.examples import BadRecord, Chat, Example
 from forge.data.sft.records import Quarantine, read_jsonl
 
+KINDS = CLAUDE_CODE_KINDS  # the kinds of example a session gives (the schema validates them)
 EVENTS = ("system", "assistant", "user", "result")
 SKIPPED = ("stream_event", "rate_limit_event", "control_request", "control_response", "summary", "file-history-snapshot")
 
