@@ -69,6 +69,15 @@ def test_lora_trains_evaluates_and_exports(tmp_path: Path, cache: Path, tiny_lm:
     assert "<|im_start|>{{ .Role }}" in modelfile and 'SYSTEM """You are a helpful assistant."""' in modelfile
 
 
+def test_without_held_out_splits_it_trains_and_reports_no_held_out_loss(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
+    """data.val_fraction=0 data.test_fraction=0 (e.g. one session of data): the last checkpoint is
+    used, and evaluation reports 0 tokens, never a loss of 0 or a perplexity of 1."""
+    run_in_process(*lm_args(tiny_lm, cache, "data.val_fraction=0", "data.test_fraction=0", "export=none"), run_dir=tmp_path / "run")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["checkpoint"] == "last.ckpt" and metrics["test/tokens"] == metrics["base/test/tokens"] == 0
+    assert not any(k.endswith(("/loss", "/perplexity")) for k in metrics)
+
+
 def test_lora_resume_after_sigkill_is_exact(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
     args = lm_args(tiny_lm, cache, "trainer.max_steps=40", "trainer.val_every_n_steps=20", "trainer.deterministic=true",
                    "export=none")

@@ -18,14 +18,18 @@ log = logging.getLogger(__name__)
 
 @torch.no_grad()
 def heldout_loss(lm: Any, data: SplitDataset, batch_size: int) -> dict[str, float]:
-    """Mean loss per scored token over a split of packed rows (`lm`: a transformers model)."""
+    """Mean loss per scored token over a split of packed rows (`lm`: a transformers model). An
+    empty split (its fraction set to 0) has no loss: only its token count, 0, is reported."""
     from forge.train.causal_lm import packed_loss
 
     total, count = 0.0, 0
     for batch in data.batches(batch_size, device=lm.device):
         s, n = packed_loss(lm, batch)
         total, count = total + float(s), count + int(n)
-    loss = total / max(1, count)
+    if count == 0:
+        log.warning("evaluate: the held-out split is empty (its fraction is 0): no loss or perplexity to report")
+        return {"tokens": 0}
+    loss = total / count
     return {"loss": loss, "perplexity": math.exp(loss), "tokens": count}
 
 
