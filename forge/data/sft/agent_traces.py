@@ -66,6 +66,7 @@ from typing import Any, Iterator, Optional
 
 from forge.data.configs import CLAUDE_CODE_KINDS
 from forge.data.sft.examples import BadRecord, Chat, Example
+from forge.data.sft.formats import tool_call_text, tool_response_text
 from forge.data.sft.records import Quarantine, read_jsonl
 
 KINDS = CLAUDE_CODE_KINDS  # the kinds of example a session gives (the schema validates them)
@@ -252,10 +253,7 @@ def _assistant(session: Session, blocks: list[dict], message_id: str, counts: Co
         elif b.get("type") == "text" and b.get("text"):
             parts.append(b["text"].strip())
         elif b.get("type") == "tool_use":
-            if not isinstance(b.get("name"), str):
-                raise BadRecord("tool_use block without a name")
-            call = json.dumps({"name": b["name"], "arguments": b.get("input", {})}, ensure_ascii=False)
-            parts.append(f"<tool_call>\n{call}\n</tool_call>")
+            parts.append(tool_call_text(b.get("name"), b.get("input", {}), "tool_use block"))
             turn.tools.append(b["name"])
     turn.text = "\n".join(parts)
 
@@ -297,7 +295,7 @@ def _user(session: Session, blocks: list[dict], event: dict, counts: Counter[str
         if isinstance(body, list):
             body = "\n".join(_block_text(x, counts) for x in body if isinstance(x, dict))
         error = error or bool(b.get("is_error"))
-        parts.append(f"<tool_response{' error' if b.get('is_error') else ''}>\n{str(body).strip()}\n</tool_response>")
+        parts.append(tool_response_text(str(body), bool(b.get("is_error"))))
     if session.turns and session.turns[-1].results:
         session.turns[-1].text += "\n" + "\n".join(parts)
         session.turns[-1].error = session.turns[-1].error or error

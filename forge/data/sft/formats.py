@@ -38,7 +38,7 @@ def prompt_completion(record: Any, group: str) -> list[Example]:
 
 
 def tool_call_text(name: Any, arguments: Any, where: str) -> str:
-    """A tool call as the claude_code format writes it: <tool_call>{"name", "arguments"}</tool_call>.
+    """A tool call as every source writes it: <tool_call>{"name", "arguments"}</tool_call>.
     Arguments given as a JSON string (OpenAI's way) are parsed, so every source renders the same."""
     if not isinstance(name, str) or not name:
         raise BadRecord(f"{where} needs a function name")
@@ -62,9 +62,10 @@ def _json_object(value: Any, where: str) -> dict:
     return value
 
 
-def tool_response_text(body: str) -> str:
-    """A tool result as the claude_code format writes it, to come back in a user turn."""
-    return f"<tool_response>\n{body.strip()}\n</tool_response>"
+def tool_response_text(body: str, error: bool = False) -> str:
+    """A tool result as every source writes it, to come back in a user turn (a failed call's
+    result is marked, so the model can learn to recover from it)."""
+    return f"<tool_response{' error' if error else ''}>\n{body.strip()}\n</tool_response>"
 
 
 def tools_text(tools: Any, where: str) -> str:
