@@ -154,6 +154,7 @@ def test_a_failed_prepare_says_what_happened_to_every_line_and_keeps_the_quarant
         "(lines_without_prompt 1, sessions_without_prompt 1); filtered 1 (unsuccessful_sessions 1); quarantined 2 (first: "
         "broken.jsonl:1: invalid JSON: Expecting ',' delimiter at column 1; broken.jsonl:2: not a stream-json event: needs "
         "type system|assistant|user|result (or a known event: stream_event, rate_limit_event, control_request, control_response, "
+        "tool_progress, auth_status, "
         "summary, file-history-snapshot)). To do: logs without their prompt need data.sources.N.prompt (or prompt_file), or "
         "recording with --input-format stream-json --replay-user-messages; set data.val_fraction=0 or add data. "
         f"Kept for reading: {out / 'quarantine.jsonl'}."

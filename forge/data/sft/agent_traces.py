@@ -40,7 +40,8 @@ What the log says is what the model saw, in order:
   `skipped.system.<subtype>`;
 - `<synthetic>` assistant messages (local slash-command output, API-error notices) are not the
   model's: left out and counted (`skipped.synthetic_messages`);
-- `stream_event`, `rate_limit_event`, `control_request`/`control_response` and the transcript's
+- `stream_event`, `rate_limit_event`, `control_request`/`control_response`, `tool_progress`,
+  `auth_status` and the transcript's
   `summary` and `file-history-snapshot` lines are known events: skipped and counted as
   `skipped.<type>`. Only what is not JSON, not an event or contradicts itself is quarantined.
 
@@ -71,7 +72,8 @@ from forge.data.sft.records import Quarantine, read_jsonl
 
 KINDS = CLAUDE_CODE_KINDS  # the kinds of example a session gives (the schema validates them)
 EVENTS = ("system", "assistant", "user", "result")
-SKIPPED = ("stream_event", "rate_limit_event", "control_request", "control_response", "summary", "file-history-snapshot")
+SKIPPED = ("stream_event", "rate_limit_event", "control_request", "control_response", "tool_progress", "auth_status",
+           "summary", "file-history-snapshot")
 
 
 @dataclass

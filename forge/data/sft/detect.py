@@ -13,11 +13,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any, Optional
 
+from forge.data.sft.agent_traces import EVENTS, SKIPPED
 from forge.data.sft.records import Quarantine, read_jsonl
 
 PEEK = 5  # records looked at
-CLAUDE_CODE_TYPES = ("system", "assistant", "user", "result", "stream_event", "rate_limit_event", "control_request",
-                     "control_response", "summary", "file-history-snapshot")
 
 
 def record_format(record: Any) -> Optional[str]:
@@ -25,8 +24,7 @@ def record_format(record: Any) -> Optional[str]:
     if not isinstance(record, dict):
         return None
     keys = record.keys()
-    if record.get("type") in CLAUDE_CODE_TYPES and ("message" in keys or "session_id" in keys or "sessionId" in keys
-                                                     or record["type"] in CLAUDE_CODE_TYPES[4:]):
+    if record.get("type") in SKIPPED or (record.get("type") in EVENTS and keys & {"message", "session_id", "sessionId"}):
         return "claude_code"
     if "task" in keys and "signals" in keys:
         return "agent_runs"
