@@ -121,7 +121,7 @@ def test_turns_before_a_compaction_are_not_context_after_it() -> None:
 def test_known_events_are_skipped_and_counted_not_quarantined() -> None:
     examples, counts, quarantined = build("claude_code_events.jsonl")
     assert examples == [([SYSTEM, ("user", "What day is it?")], "Monday.")]
-    assert quarantined == [11], "only the line of an unknown type"
+    assert quarantined == [11], "only the line of an unknown type that carries a message"
     assert counts == Counter({"answer": 1, "skipped.control_request": 1, "skipped.control_response": 1,
                               "skipped.stream_event": 2, "skipped.rate_limit_event": 1, "skipped.summary": 1,
                               "skipped.file-history-snapshot": 1})

@@ -48,7 +48,8 @@ def test_an_on_disk_transcript_is_read_without_init_or_result_and_follows_a_rewi
     system = ("system", "You are a coding agent.")  # a transcript does not list its tools
     first = [system, ("user", "Make the test in test_dates.py pass."),
              ("assistant", 'I will run it first.\n<tool_call>\n{"name": "Bash", "arguments": {"command": "pytest test_dates.py"}}\n</tool_call>'),
-             ("user", "<tool_response error>\nFAILED test_dates.py::test_leap - assert 28 == 29\n</tool_response>")]
+             ("user", "<tool_response error>\nFAILED test_dates.py::test_leap - assert 28 == 29\n</tool_response>"),
+             ("user", "Also check 2100.")]  # typed while the agent worked: a queued_command attachment
     recovery = ('The leap-year rule is wrong; I will look at the chart the test prints.\n'
                 '<tool_call>\n{"name": "Read", "arguments": {"file_path": "chart.png"}}\n</tool_call>')
     answered = [*first, ("assistant", recovery), ("user", "<tool_response>\n[image]\n</tool_response>")]
@@ -57,10 +58,12 @@ def test_an_on_disk_transcript_is_read_without_init_or_result_and_follows_a_rewi
         (first, recovery),
         (answered, fixed),
         ([*answered, ("assistant", fixed), ("user", "Also add a test for the year 2000.")], "Added test_2000: 2000 is a leap year."),
-    ], "the abandoned prompt (1900) and its answer are not context; the subagent and the meta caveat are not turns"
+    ], "the abandoned prompt (1900) and its answer are not context; subagent, meta, repeated and metadata lines add no turn"
+    assert counts["error_recovery"] == 1, "the answer to a failed call recovers from it, with the queued message in between"
     assert quarantine.total == 0 and {k: n for k, n in counts.items() if k.startswith(("skipped", "placeholders"))} == {
         "skipped.summary": 1, "skipped.file-history-snapshot": 1, "skipped.meta_messages": 1, "skipped.subagent_lines": 2,
-        "skipped.rewound_turns": 2, "placeholders.image": 1,
+        "skipped.rewound_turns": 2, "placeholders.image": 1, "skipped.repeated_blocks": 1, "skipped.queue-operation": 1,
+        "skipped.attachment.todo": 1, "skipped.blocks.redacted_thinking": 1, "skipped.custom-title": 1,
     }
 
 
@@ -152,10 +155,9 @@ def test_a_failed_prepare_says_what_happened_to_every_line_and_keeps_the_quarant
         "data: the val split came out empty: 2 examples from 1 session(s)/file(s) went to train 2, val 0, test 0 (a session "
         "or file stays whole in one split; data.val_fraction=0.2); read 3 files, 23 records, 3 sessions; skipped 2 "
         "(lines_without_prompt 1, sessions_without_prompt 1); filtered 1 (unsuccessful_sessions 1); quarantined 2 (first: "
-        "broken.jsonl:1: invalid JSON: Expecting ',' delimiter at column 1; broken.jsonl:2: not a stream-json event: needs "
-        "type system|assistant|user|result (or a known event: stream_event, rate_limit_event, control_request, control_response, "
-        "tool_progress, auth_status, "
-        "summary, file-history-snapshot)). To do: logs without their prompt need data.sources.N.prompt (or prompt_file), or "
+        "broken.jsonl:1: invalid JSON: Expecting ',' delimiter at column 1; broken.jsonl:2: not a Claude Code event: needs "
+        "type system|assistant|user|result|attachment, a known event (stream_event, rate_limit_event, control_request, "
+        "control_response, tool_progress, auth_status, summary, file-history-snapshot) or a metadata line with a session id). To do: logs without their prompt need data.sources.N.prompt (or prompt_file), or "
         "recording with --input-format stream-json --replay-user-messages; set data.val_fraction=0 or add data. "
         f"Kept for reading: {out / 'quarantine.jsonl'}."
     )

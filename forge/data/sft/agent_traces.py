@@ -32,7 +32,11 @@ What the log says is what the model saw, in order:
   the context (`skipped.rewound_turns`); `isMeta` user lines (harness notices) are not prompts
   (`skipped.meta_messages`);
 - an image or other non-text block in a prompt or a tool result becomes a placeholder such as
-  `[image]`, counted as `placeholders.image`;
+  `[image]`, counted as `placeholders.image`; text sent beside tool results follows them;
+- a message typed while the agent was mid-turn (a transcript's `queued_command` attachment) is a
+  user turn; other attachments are counted as `skipped.attachment.<type>`;
+- an assistant block repeated on a later line adds nothing (`skipped.repeated_blocks`); blocks
+  that are not text, thinking or tool calls (redacted thinking) are counted as `skipped.blocks.<type>`;
 - only the `system` line with `subtype: init` declares the tools; `compact_boundary` marks a
   compaction, after which the context restarts at the summary (`isCompactSummary`) or the next
   user prompt (assistant and tool-result lines before either are left out, counted
@@ -41,12 +45,13 @@ What the log says is what the model saw, in order:
 - `<synthetic>` assistant messages (local slash-command output, API-error notices) are not the
   model's: left out and counted (`skipped.synthetic_messages`);
 - `stream_event`, `rate_limit_event`, `control_request`/`control_response`, `tool_progress`,
-  `auth_status` and the transcript's
-  `summary` and `file-history-snapshot` lines are known events: skipped and counted as
-  `skipped.<type>`. Only what is not JSON, not an event or contradicts itself is quarantined.
+  `auth_status` and the transcript's `summary` and `file-history-snapshot` lines are known
+  events, and so is any line of another type with a session id and no message (transcripts add
+  titles, modes, queue operations): skipped and counted as `skipped.<type>`. Only what is not
+  JSON, not an event or contradicts itself is quarantined.
 
-The session becomes a chat: the system line lists the tools (when the log declares them); an assistant turn is its thinking
-in <think> tags, its text, then each tool call as <tool_call>{"name", "arguments"}</tool_call>;
+The session becomes a chat: the system line lists the tools (when the log declares them); an
+assistant turn is its thinking in <think> tags, its text, then each tool call as <tool_call>{"name", "arguments"}</tool_call>;
 tool results come back as a user turn of <tool_response> blocks. Examples, by kind:
 
 - `reasoning_action`: every assistant turn that calls a tool, given the context so far;
@@ -71,7 +76,7 @@ from forge.data.sft.formats import tool_call_text, tool_response_text
 from forge.data.sft.records import Quarantine, read_jsonl
 
 KINDS = CLAUDE_CODE_KINDS  # the kinds of example a session gives (the schema validates them)
-EVENTS = ("system", "assistant", "user", "result")
+EVENTS = ("system", "assistant", "user", "result", "attachment")
 SKIPPED = ("stream_event", "rate_limit_event", "control_request", "control_response", "tool_progress", "auth_status",
            "summary", "file-history-snapshot")
 
@@ -83,6 +88,7 @@ class Turn:
     tools: list[str] = field(default_factory=list)  # assistant: tool names called
     error: bool = False  # user: a tool result came back as an error
     message_id: str = ""  # assistant: the API message its blocks came from
+    blocks: set[int] = field(default_factory=set)  # assistant: hashes of its blocks, so a repeated line adds nothing
     results: bool = False  # user: tool results, not a prompt
     starts_context: bool = False  # user: the first turn the model saw (the prompt or a compaction summary)
 
@@ -117,7 +123,7 @@ def read_sessions(path: Path, quarantine: Quarantine, counts: Optional[Counter[s
         except BadRecord as e:
             quarantine.add(path, number, str(e), json.dumps(event))
             continue
-        if kind in SKIPPED:
+        if kind not in EVENTS:
             counts[f"skipped.{kind}"] += 1
             continue
         if event.get("parent_tool_use_id") or event.get("isSidechain"):
@@ -152,16 +158,17 @@ def session_examples(session: Session, kinds: tuple[str, ...], counts: Counter[s
     group = f"{session.file.name}#{session.id or session.first_line}"
     messages = [{"role": t.role, "content": t.text} for t in session.turns]
     out: list[Example] = []
-    start, task, calls = 0, session.prompt, []
+    start, task, calls, failed_since = 0, session.prompt, [], False  # a failed result came in since the last assistant turn
     for i, turn in enumerate(session.turns):
         if turn.starts_context:
             start = i
         if turn.role == "user":
             if not turn.results:
                 task, calls = turn.text, []
+            failed_since = failed_since or turn.error
             continue
         chat = [system, *messages[start : i + 1]]
-        after_error = i > 0 and session.turns[i - 1].error
+        after_error, failed_since = failed_since, False
         if turn.tools and "tool_selection" in kinds:
             history = "\n".join(f"- {c}" for c in calls) or "- (none yet)"
             ask = f"Task: {task}\n\nTool calls so far:\n{history}\n\nWhich tool should be called next?"
@@ -190,9 +197,15 @@ def succeeded(session: Session) -> Optional[bool]:
 
 
 def _event_kind(event: Any) -> tuple[str, str]:
-    if not isinstance(event, dict) or event.get("type") not in EVENTS + SKIPPED:
-        raise BadRecord(f"not a stream-json event: needs type {'|'.join(EVENTS)} (or a known event: {', '.join(SKIPPED)})")
-    return event["type"], str(event.get("session_id") or event.get("sessionId") or "")
+    """(type, session id). A line of another type is a metadata line (a title, a mode, a queue
+    operation: transcripts gain such types often) when it carries a session id and no message."""
+    kind = event.get("type") if isinstance(event, dict) else None
+    sid = str(event.get("session_id") or event.get("sessionId") or "") if isinstance(event, dict) else ""
+    metadata = isinstance(kind, str) and bool(sid) and "message" not in event
+    if kind not in EVENTS + SKIPPED and not metadata:
+        raise BadRecord(f"not a Claude Code event: needs type {'|'.join(EVENTS)}, a known event ({', '.join(SKIPPED)}) "
+                        "or a metadata line with a session id")
+    return kind, sid
 
 
 def _apply(session: Session, kind: str, event: dict, counts: Counter[str]) -> None:
@@ -209,6 +222,9 @@ def _apply(session: Session, kind: str, event: dict, counts: Counter[str]) -> No
         return
     if kind == "result":
         session.result, session.answered = event, True
+        return
+    if kind == "attachment":
+        _attachment(session, event, counts)
         return
     message = event.get("message")
     if not isinstance(message, dict) or "content" not in message:
@@ -250,14 +266,34 @@ def _assistant(session: Session, blocks: list[dict], message_id: str, counts: Co
     turn = _assistant_turn(session, message_id, any(b.get("type") == "tool_use" for b in blocks))
     parts = [turn.text] if turn.text else []
     for b in blocks:
-        if b.get("type") == "thinking" and b.get("thinking"):
+        kind = b.get("type")
+        key = hash(json.dumps(b, sort_keys=True))
+        if key in turn.blocks:
+            counts["skipped.repeated_blocks"] += 1
+            continue
+        turn.blocks.add(key)
+        if kind == "thinking" and b.get("thinking"):
             parts.append(f"<think>\n{b['thinking'].strip()}\n</think>")
-        elif b.get("type") == "text" and b.get("text"):
+        elif kind == "text" and b.get("text"):
             parts.append(b["text"].strip())
-        elif b.get("type") == "tool_use":
+        elif kind == "tool_use":
             parts.append(tool_call_text(b.get("name"), b.get("input", {}), "tool_use block"))
             turn.tools.append(b["name"])
+        elif kind not in ("thinking", "text"):
+            counts[f"skipped.blocks.{kind}"] += 1  # redacted thinking, server-side tool blocks: not text the model can learn
     turn.text = "\n".join(parts)
+
+
+def _attachment(session: Session, event: dict, counts: Counter[str]) -> None:
+    """A message typed while the agent was mid-turn is journaled as a `queued_command` attachment
+    (there is no user line): the model read it, so it is a user turn. Other attachments are
+    harness context (dates, file snapshots, reminders), counted by type."""
+    attachment = event.get("attachment") if isinstance(event.get("attachment"), dict) else {}
+    prompt = attachment.get("prompt")
+    if attachment.get("type") == "queued_command" and isinstance(prompt, str) and prompt.strip():
+        _user(session, [{"type": "text", "text": prompt}], event, counts)
+    else:
+        counts[f"skipped.attachment.{attachment.get('type')}"] += 1
 
 
 def _block_text(block: dict, counts: Counter[str]) -> str:
@@ -298,6 +334,7 @@ def _user(session: Session, blocks: list[dict], event: dict, counts: Counter[str
             body = "\n".join(_block_text(x, counts) for x in body if isinstance(x, dict))
         error = error or bool(b.get("is_error"))
         parts.append(tool_response_text(str(body), bool(b.get("is_error"))))
+    parts += [_block_text(b, counts) for b in blocks if b.get("type") != "tool_result"]  # e.g. "[Request interrupted by user]"
     if session.turns and session.turns[-1].results:
         session.turns[-1].text += "\n" + "\n".join(parts)
         session.turns[-1].error = session.turns[-1].error or error
