@@ -83,7 +83,7 @@ def _record(columns: list[tuple[str, Convert, list]], i: int, number: int, bad: 
 def _pyarrow(path: Path) -> Any:
     try:
         import pyarrow
-        import pyarrow.parquet  # noqa: F401  (binds pyarrow.parquet)
+        import pyarrow.parquet  # makes pyarrow.parquet an attribute of pyarrow
     except ImportError:
         raise ForgeError(f"data.sources: reading {path.name} needs the datasets library (and its pyarrow): "
                          "pip install 'forge[datasets]'") from None
