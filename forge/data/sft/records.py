@@ -4,7 +4,8 @@ A file is JSON Lines (`.jsonl`, `.ndjson`), one JSON array of records (how Alpac
 dumps and `--output-format json` come; the first character other than whitespace decides) or a
 `.json` file of one object. A UTF-8 byte-order mark is skipped (Azure OpenAI requires one).
 Bytes that are not UTF-8 are never replaced: their line goes to the quarantine, shown with the
-bad bytes escaped.
+bad bytes escaped. Parquet files and saved Hugging Face datasets are tables (`tables`): their
+rows are the records, numbered by row.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
+from forge.data.sft import tables
+
 _GAP = re.compile(r"\s*")
 
 BOM = b"\xef\xbb\xbf"
-SUFFIXES = (".jsonl", ".ndjson", ".json")  # what a folder source reads
+SUFFIXES = (".jsonl", ".ndjson", ".json", *tables.FOLDER_SUFFIXES)  # what a folder source reads
 
 
 class Quarantine:
@@ -41,15 +44,28 @@ class Quarantine:
 
 
 def data_files(path: Path) -> list[Path]:
-    """The record files of a source: the file itself, or every SUFFIXES file under a folder."""
+    """The record files of a source, which are also what its prepared rows are cached by: the
+    file itself, a saved dataset's Arrow files, or every SUFFIXES file under a folder (by path;
+    a saved dataset inside it counts as its Arrow files, its JSON metadata is not data)."""
     if not path.is_dir():
         return [path]
-    return sorted(p for p in path.rglob("*") if p.suffix in SUFFIXES and p.is_file())
+    if tables.is_dataset(path):
+        return tables.dataset_files(path)
+    files = []
+    for p in sorted(path.iterdir()):
+        if p.is_dir() and not p.is_symlink():
+            files += data_files(p)
+        elif p.suffix in SUFFIXES and p.is_file():
+            files.append(p)
+    return files
 
 
 def read_jsonl(path: Path, quarantine: Quarantine) -> Iterator[tuple[int, Any]]:
     """(line number, parsed object) for every well-formed record; blank lines are skipped. In a
-    JSON array file the number is the line the record starts on."""
+    JSON array file the number is the line the record starts on; in a table, the row."""
+    if path.suffix in tables.SUFFIXES:
+        yield from tables.read_rows(path, lambda line, error, text: quarantine.add(path, line, error, text))
+        return
     with open(path, "rb") as f:
         head = f.read(len(BOM))
         if head != BOM:
