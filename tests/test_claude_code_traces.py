@@ -145,3 +145,18 @@ def test_prepared_meta_counts_every_skip_by_reason(tmp_path: Path) -> None:
         "skipped.control_request": 1, "skipped.control_response": 1, "skipped.summary": 1, "skipped.file-history-snapshot": 1,
     }
     assert sum(meta["splits"][s]["examples"] for s in ("train", "val", "test")) == 12 + 6 + 6
+
+
+def test_a_session_encoded_once_gives_the_ids_of_each_example_encoded_alone() -> None:
+    """The prepare's encoder remembers each turn of a session; every example must come out exactly
+    as if it were encoded on its own (ids and mask)."""
+    from forge.data.sft.tokenize import Encoder
+
+    shared, n = Encoder(TOK), 0
+    for name in ("claude_code_parallel.jsonl", "claude_code_multiturn.jsonl", "claude_code_compaction.jsonl", "claude_code_transcript.jsonl"):
+        sft = SFT([{"format": "claude_code", "path": str(FIXTURES / name), "successful_only": False}], seq_len=4096, packing=False,
+                  val_fraction=0.0, test_fraction=0.0, seed=0, tokenizer=TOK)
+        for example, _ in sft._examples(Quarantine(io.StringIO()), Counter()):
+            assert shared(example) == encode(TOK, example)
+            n += 1
+    assert n == 25 and len(shared.memo) > 0

@@ -109,7 +109,11 @@ def test_tables_prepare_to_the_rows_of_the_same_jsonl(fmt: str, tmp_path: Path, 
         source = write(tmp_path / (f"r.{name}" if name == "parquet" else name), records)
         meta, rows, quarantine = prepare(source, fmt, tmp_path / f"out_{name}", monkeypatch)
         assert rows == want_rows, f"{name}: the prepared rows differ from those of the JSON Lines file"
-        assert {k: v for k, v in meta.items() if k != "quarantined_by_file"} == {k: v for k, v in want_meta.items() if k != "quarantined_by_file"}
+        files = 2 if name == "dataset_dict" else 1  # a DatasetDict is read split by split, one Arrow file each
+        assert meta["counts"]["read.files"] == files and meta["formats"] == {"sources.0": {fmt: files}}
+        same = {k: v for k, v in meta.items() if k not in ("quarantined_by_file", "counts", "formats")}
+        assert same == {k: v for k, v in want_meta.items() if k not in ("quarantined_by_file", "counts", "formats")}
+        assert {**meta["counts"], "read.files": 1} == want_meta["counts"]
         if name == "dataset_dict":
             assert quarantine == [(Path("test/data-00000-of-00001.arrow"), line - 2, want_q[0][2])], "the row of its split's file"
         elif name == "dataset":

@@ -22,7 +22,7 @@ from forge.data.sft.pack import Packer
 from forge.data.sft.python_code import code_examples, humaneval_keys, source_files
 from forge.data.sft.records import Quarantine, data_files, read_jsonl
 from forge.data.sft.rows import RowWriter
-from forge.data.sft.tokenize import encode
+from forge.data.sft.tokenize import Encoder
 from forge.data.task import SPLITS
 from forge.errors import ForgeError
 
@@ -106,10 +106,10 @@ class SFT:
         stats = {s: Counter() for s in SPLITS}
         groups: set[str] = set()
         with open(folder / "quarantine.jsonl", "w", encoding="utf-8") as qf:
-            quarantine = Quarantine(qf)
+            quarantine, encoder = Quarantine(qf), Encoder(self.tokenizer)
             for example, where in self._examples(quarantine, counts):
                 try:
-                    ids, mask = encode(self.tokenizer, example, counts)
+                    ids, mask = encoder(example, counts)
                 except BadRecord as e:
                     quarantine.add(where[0], where[1], str(e), json.dumps(example.__dict__)[:2000])
                     continue

@@ -20,11 +20,18 @@ as text). A chat without special-token text is encoded exactly as it always was.
 turn markers are plain text rather than special tokens (Llama 2's `[INST]`) cannot be escaped
 without changing the data; there the mask is still right (it follows the messages, not the
 text), only the ids of an injected marker equal a real one.
+
+The examples of one agent session share their context: each is the conversation up to one of
+its turns. An `Encoder` remembers the ids of each turn it has encoded, keyed by the turn and
+everything before it, so a session's context is rendered and tokenized once, not once per
+example (which made preparing long sessions cubic in their length). The memo holds one group
+(session or file) at a time.
 """
 
 from __future__ import annotations
 
 import re
+from array import array
 from collections import Counter
 from typing import Any, Optional
 
@@ -32,19 +39,46 @@ from forge.data.sft.examples import BadRecord, Chat, Completion, Example
 
 
 def encode(tokenizer: Any, example: Example, counts: Optional[Counter[str]] = None) -> tuple[list[int], list[bool]]:
-    """`counts["special_tokens_escaped"]` counts the examples whose text held special tokens."""
-    specials = _Specials(tokenizer)
-    if isinstance(example, Completion):
-        escaped = specials.check_plain({"prompt": example.prompt, "completion": example.completion})
-        prompt = tokenizer(example.prompt, add_special_tokens=True, split_special_tokens=True)["input_ids"]
-        completion = tokenizer(example.completion, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        completion.append(tokenizer.eos_token_id)
-        ids, mask = prompt + completion, [False] * len(prompt) + [True] * len(completion)
-    else:
-        ids, mask, escaped = _encode_chat(tokenizer, example, specials)
-    if escaped and counts is not None:
-        counts["special_tokens_escaped"] += 1
-    return ids, mask
+    """One example, with nothing remembered (a prepare uses one `Encoder` for all)."""
+    return Encoder(tokenizer)(example, counts)
+
+
+class Encoder:
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer, self.specials = tokenizer, _Specials(tokenizer)
+        self.group: Optional[str] = None
+        self.memo: dict[int, _Turn] = {}
+
+    def __call__(self, example: Example, counts: Optional[Counter[str]] = None) -> tuple[list[int], list[bool]]:
+        """`counts["special_tokens_escaped"]` counts the examples whose text held special tokens."""
+        tokenizer = self.tokenizer
+        if isinstance(example, Completion):
+            escaped = self.specials.check_plain({"prompt": example.prompt, "completion": example.completion})
+            prompt = tokenizer(example.prompt, add_special_tokens=True, split_special_tokens=True)["input_ids"]
+            completion = tokenizer(example.completion, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            completion.append(tokenizer.eos_token_id)
+            ids, mask = prompt + completion, [False] * len(prompt) + [True] * len(completion)
+        else:
+            if example.group != self.group:
+                self.group, self.memo = example.group, {}
+            ids, mask, escaped = _encode_chat(tokenizer, example, self.specials, self.memo)
+        if escaped and counts is not None:
+            counts["special_tokens_escaped"] += 1
+        return ids, mask
+
+
+class _Turn:
+    """A turn's share of an encoded chat: its ids and which are scored, and what identifies it (the
+    key of the conversation before it, its role, content and whether it is scored)."""
+
+    __slots__ = ("before", "role", "content", "scored", "ids", "mask")
+
+    def __init__(self, before: int, message: dict[str, str], scored: bool) -> None:
+        self.before, self.role, self.content, self.scored = before, message["role"], message["content"], scored
+        self.ids, self.mask = array("i"), array("b")
+
+    def same(self, before: int, message: dict[str, str], scored: bool) -> bool:
+        return (self.before, self.role, self.scored) == (before, message["role"], scored) and self.content == message["content"]
 
 
 def _render(tokenizer: Any, messages: list[dict[str, str]], generation: bool = False) -> str:
@@ -53,11 +87,14 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], generation: bool = F
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
 
 
-def _pieces(tokenizer: Any, messages: list[dict[str, str]], scored: set[int]) -> list[tuple[str, bool]]:
-    """The rendered chat cut into (text, scored) pieces at turn boundaries."""
-    pieces: list[tuple[str, bool]] = []
-    done = ""
-    for i, message in enumerate(messages):
+def _pieces(tokenizer: Any, messages: list[dict[str, str]], scored: set[int], start: int = 0,
+            done: Optional[str] = None) -> list[list[tuple[str, bool]]]:
+    """The rendered chat cut into (text, scored) pieces at turn boundaries, a list per message from
+    `start` on (`done`: the rendering of the messages before it, when known)."""
+    out: list[list[tuple[str, bool]]] = []
+    done = _render(tokenizer, messages[:start]) if done is None else done
+    for i in range(start, len(messages)):
+        message = messages[i]
         full = _render(tokenizer, messages[: i + 1])
         if not full.startswith(done):
             raise BadRecord("the chat template renders a conversation differently from its first turns; cannot mask assistant turns")
@@ -65,33 +102,63 @@ def _pieces(tokenizer: Any, messages: list[dict[str, str]], scored: set[int]) ->
             header = _render(tokenizer, messages[:i], generation=True)
             if not (header.startswith(done) and full.startswith(header)):
                 raise BadRecord("the chat template's generation prompt does not prefix its assistant turn; cannot mask")
-            pieces += [(header[len(done) :], False), (full[len(header) :], True)]
+            out.append([(header[len(done) :], False), (full[len(header) :], True)])
         else:
-            pieces.append((full[len(done) :], False))
+            out.append([(full[len(done) :], False)])
         done = full
-    return pieces
+    return out
 
 
-def _encode_chat(tokenizer: Any, chat: Chat, specials: "_Specials") -> tuple[list[int], list[bool], bool]:
+def _clean_chat(tokenizer: Any, messages: list[dict[str, str]], scored: set[int], memo: dict[int, _Turn]) -> tuple[list[int], list[bool]]:
+    """Ids and mask of a chat without special-token text, its turns taken from `memo` while they
+    match and rendered from the first that does not."""
+    ids: list[int] = []
+    mask: list[bool] = []
+    keys, before = [], 0
+    for i, message in enumerate(messages):
+        key = hash((before, message["role"], message["content"], i in scored))
+        turn = memo.get(key)
+        if turn is None or not turn.same(before, message, i in scored):
+            break
+        ids += turn.ids
+        mask += map(bool, turn.mask)
+        keys.append(key)
+        before = key
+    start = len(keys)
+    for offset, texts in enumerate(_pieces(tokenizer, messages, scored, start) if start < len(messages) else []):
+        i = start + offset
+        turn = _Turn(before, messages[i], i in scored)
+        for text, trained in texts:
+            if text:
+                piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+                turn.ids.extend(piece)
+                turn.mask.extend([trained] * len(piece))
+        ids += turn.ids
+        mask += map(bool, turn.mask)
+        before = hash((before, turn.role, turn.content, turn.scored))
+        memo[before] = turn
+    return ids, mask
+
+
+def _encode_chat(tokenizer: Any, chat: Chat, specials: "_Specials", memo: dict[int, _Turn]) -> tuple[list[int], list[bool], bool]:
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("the tokenizer has no chat template: chat data needs one (set it on the model's tokenizer)")
     scored = set(chat.scored) if chat.scored is not None else {i for i, m in enumerate(chat.messages) if m["role"] == "assistant"}
     escape = specials.escape(chat.messages)
     if escape is None:
-        texts = _pieces(tokenizer, chat.messages, scored)
-        pieces = [(tokenizer(text, add_special_tokens=False)["input_ids"], trained) for text, trained in texts if text]
-    else:
-        texts = _pieces(tokenizer, escape.messages, scored)
-        if "".join(escape.restore(text) for text, _ in texts) != _render(tokenizer, chat.messages):
-            raise BadRecord(f"{escape.where()}, a special token, and the chat template changes that text when rendering it, so "
-                            "it cannot be kept as text; remove it from the record")
-        pieces = [(escape.tokenize(text), trained) for text, trained in texts if text]
+        return (*_clean_chat(tokenizer, chat.messages, scored, memo), False)
+    texts = [piece for turn in _pieces(tokenizer, escape.messages, scored) for piece in turn]
+    if "".join(escape.restore(text) for text, _ in texts) != _render(tokenizer, chat.messages):
+        raise BadRecord(f"{escape.where()}, a special token, and the chat template changes that text when rendering it, so "
+                        "it cannot be kept as text; remove it from the record")
     ids: list[int] = []
     mask: list[bool] = []
-    for piece, trained in pieces:
-        ids += piece
-        mask += [trained] * len(piece)
-    return ids, mask, escape is not None
+    for text, trained in texts:
+        if text:
+            piece = escape.tokenize(text)
+            ids += piece
+            mask += [trained] * len(piece)
+    return ids, mask, True
 
 
 class _Unmarked(BadRecord):
