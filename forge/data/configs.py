@@ -25,6 +25,7 @@ ARITHMETIC_OPS = {"add": "+", "sub": "-", "mul": "*"}
 MODULAR_OPS = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 MAX_DIGITS = 9  # products of two 9-digit numbers still fit int64
 SFT_FORMATS = ("prompt_completion", "messages", "sharegpt", "alpaca", "dolly", "agent_runs", "claude_code", "python_code")
+SECRET_ACTIONS = ("quarantine", "redact")  # what SFT preparation does with an example that holds a secret
 DIHEDRAL = 8  # rotations and reflections of a square grid, the identity included
 
 
@@ -154,6 +155,7 @@ class SFTConfig(Seeded):
     packing: bool = MISSING
     val_fraction: float = fraction()
     test_fraction: float = fraction()
+    secrets: str = one_of(SECRET_ACTIONS, default="quarantine")
 
     @staticmethod
     def relations(node: DictConfig) -> Iterator[tuple[str, str]]:

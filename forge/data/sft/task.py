@@ -21,6 +21,7 @@ from forge.data.sft.pack import Packer
 from forge.data.sft.python_code import code_examples, humaneval_keys, source_files
 from forge.data.sft.records import Quarantine, data_files, read_jsonl
 from forge.data.sft.rows import RowWriter
+from forge.data.sft.secrets import RedactingQuarantine, SecretScan
 from forge.data.sft.tokenize import encode
 from forge.data.task import SPLITS
 from forge.errors import ForgeError
@@ -41,7 +42,7 @@ class SFT:
 
     def __init__(
         self, sources: list[dict[str, Any]], seq_len: int, packing: bool, val_fraction: float, test_fraction: float,
-        seed: int, tokenizer: Any,
+        seed: int, tokenizer: Any, secrets: str = "quarantine",
     ) -> None:
         for i, s in enumerate(sources):
             if s.get("format") not in SFT_FORMATS:
@@ -50,6 +51,7 @@ class SFT:
             raise ValueError("data.val_fraction + data.test_fraction must be in [0, 1)")
         self.sources, self.seq_len, self.packing = sources, seq_len, packing
         self.fractions, self.seed, self.tokenizer = (val_fraction, test_fraction), seed, tokenizer
+        self.secrets = secrets
 
     def content_key(self) -> dict[str, Any]:
         """What the prepared rows depend on besides the config: the tokenizer and the input bytes."""
@@ -67,9 +69,15 @@ class SFT:
         writers = {s: RowWriter(folder, s, self.seq_len) for s in SPLITS}
         packers = {s: Packer(self.seq_len, self.tokenizer.pad_token_id, self.packing) for s in SPLITS}
         stats = {s: Counter() for s in SPLITS}
+        scan = SecretScan(self.secrets)
         with open(folder / "quarantine.jsonl", "w", encoding="utf-8") as qf:
-            quarantine = Quarantine(qf)
+            quarantine = RedactingQuarantine(qf)
             for example, where in self._examples(quarantine, counts):
+                example, kinds = scan.check(example)
+                if kinds and scan.action == "quarantine":
+                    error = f"holds a secret ({', '.join(kinds)}), shown redacted; data.secrets=redact would train on it redacted"
+                    quarantine.add(where[0], where[1], error, json.dumps(example.__dict__))
+                    continue
                 try:
                     ids, mask = encode(self.tokenizer, example)
                 except BadRecord as e:
@@ -109,6 +117,7 @@ class SFT:
             "counts": dict(counts),
             "pad_id": self.tokenizer.pad_token_id,
             "chat_template": self.tokenizer.chat_template,
+            "secret_scan": scan.meta(),
         }
 
     def _split(self, group: str) -> str:
