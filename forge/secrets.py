@@ -1,10 +1,10 @@
 """Find secrets in text with detect-secrets' pattern plugins, and redact them.
 
 The plugins are detect-secrets' own (Yelp's maintained scanner), driven directly through their
-`analyze_string`: its file-scan API (settings, filters and a verification hook per line) costs a
-Python call per line of every record. Here a text is scanned whole by each plugin whose regex
-starts with a literal (memory speed); the slower ones run only on a text that holds one of their
-marks, and `KeywordDetector` only on the lines that hold one of its keywords and a quote.
+regexes: its file-scan API (settings, filters and a verification hook per line) costs a Python
+call per line of every record. Here a text is scanned whole by each plugin whose regexes start
+with a literal (memory speed); the slower ones run only on a text that holds one of their marks,
+and `KeywordDetector` only on the lines that hold one of its keywords and a quote.
 
 Chosen plugins: those that match a credential by its documented shape (a provider prefix or
 marker) plus `KeywordDetector` (a quoted value assigned to `password`, `api_key`, `secret`, ...).
@@ -45,6 +45,7 @@ _GATES = {
 _PLACEHOLDER = re.compile(r"your|example|placeholder|changeme|dummy|redacted|xxxx|\.\.\.", re.IGNORECASE)
 _KEY_BODY = re.compile(r"[A-Za-z0-9+/]{60,}")
 _PEM = re.compile(r"-----BEGIN[A-Z0-9 ]*PRIVATE KEY[A-Z ]*-----.*?(?:-----END[A-Z0-9 ]*PRIVATE KEY[A-Z ]*-----|\Z)", re.DOTALL)
+MIN_GROUP = 8  # a shorter group is a prefix or a flag, not the secret
 _CLASSES = (re.compile(r"[a-z]"), re.compile(r"[A-Z]"), re.compile(r"[0-9]"), re.compile(r"[^a-zA-Z0-9]"))
 
 
@@ -63,10 +64,23 @@ def find(text: str) -> list[Secret]:
     for plugin in scanner.plugins:
         gate = _GATES.get(plugin.secret_type)
         if gate is None or any(mark in low for mark in gate):
-            found.update((Secret(plugin.secret_type, v), None) for v in plugin.analyze_string(text) if _plausible(plugin.secret_type, v, text))
+            found.update((Secret(plugin.secret_type, v), None) for v in _matches(plugin, text) if _plausible(plugin.secret_type, v, text))
     for line in _lines_with(data, low, scanner.keywords):
         found.update((s, None) for s in scanner.keyword_line(line))
     return list(found)
+
+
+def _matches(plugin: Any, text: str) -> Iterator[str]:
+    """The secret of each match of a plugin's regexes: its longest group when that is the secret
+    (the 40 characters after `aws_secret_access_key = "`), else the whole match (detect-secrets'
+    `analyze_string` yields the group, which for some plugins is only the prefix: `ghp`)."""
+    valid = getattr(plugin, "is_formally_valid", None)
+    for regex in plugin.denylist:
+        for m in regex.finditer(text):
+            group = max((g for g in m.groups() if g), key=len, default="")
+            value = group if len(group) >= MIN_GROUP else m.group(0)
+            if valid is None or valid(value):
+                yield value
 
 
 def find_escaped(text: str) -> list[Secret]:
