@@ -1,9 +1,9 @@
 """Keep a run's secrets out of everything it writes: config.yaml, run.json, logs, exports.
 
 A run's secrets are the values of environment variables named like a credential (`OPENAI_API_KEY`,
-`HF_TOKEN`, `DB_PASSWORD`: a KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL part), environment values
-and config strings that detect-secrets flags (forge.secrets), and config strings under a key
-named like a credential (`api_key`, `token`; not a tokenizer's `pad_token`). Values shorter than
+`HF_TOKEN`, `DB_PASSWORD`: a KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL part) and config strings
+under a key named so (`api_key`, `token`; not a tokenizer's `pad_token`), and what detect-secrets
+finds (forge.secrets) in any other environment value or config string (the password of a URL). Values shorter than
 MIN_LENGTH are left alone: masking `true` or `1` everywhere would garble the files and protect
 nothing. While a run is `active`, every text forge writes through forge.atomic and every log
 record show them as MASK; the config is masked value by value, so config.yaml stays valid YAML
@@ -33,10 +33,14 @@ def secret_name(name: str) -> bool:
     return bool(parts & _SECRET_PARTS) and not ("TOKEN" in parts and parts & _SPECIAL_TOKEN_PARTS)
 
 
-def _flagged(value: str) -> bool:
+def _secrets_in(name: str, value: str) -> list[str]:
+    """The whole value under a credential's name; else what detect-secrets finds in it (the
+    password of a URL), a private key with all of its value."""
     from forge import secrets
 
-    return bool(secrets.find(value))
+    if secret_name(name):
+        return [value]
+    return [value if s.kind == secrets.PRIVATE_KEY else s.value for s in secrets.find(value)]
 
 
 class Redactor:
@@ -53,10 +57,9 @@ class Redactor:
         from omegaconf import DictConfig, ListConfig, OmegaConf
 
         environ = os.environ if environ is None else environ
-        values = [v for k, v in environ.items() if len(v) >= MIN_LENGTH and (secret_name(k) or _flagged(v))]
         tree = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, (DictConfig, ListConfig)) else cfg
-        values += [v for k, v in _strings(tree, "") if len(v) >= MIN_LENGTH and (secret_name(k) or _flagged(v))]
-        return cls(values)
+        named = [*environ.items(), *_strings(tree, "")]
+        return cls(s for name, value in named if len(value) >= MIN_LENGTH for s in _secrets_in(name, value))
 
     def text(self, text: str) -> str:
         for form in self.forms:
