@@ -70,6 +70,8 @@ def sources(root: Path) -> list[dict]:
             {"type": "result", "subtype": "success", "is_error": False, "session_id": "s-env", "result": "Yes, it is set."},
         ],
     }
+    # Splits are drawn per record from its path: enough clean ones that none comes out empty.
+    lines["filler.jsonl"] = [chat(f"What is {i} + 1?", f"{i + 1}.") for i in range(40)]
     for name, records in lines.items():
         (root / name).write_text("".join(json.dumps(r) + "\n" for r in records))
     code = root / "code"
@@ -87,7 +89,8 @@ def sources(root: Path) -> list[dict]:
         "    short = commit[:8]\n"
         "    return short\n"
     )
-    return [{"format": "messages", "path": str(root / "messages.jsonl")}, {"format": "alpaca", "path": str(root / "alpaca.jsonl")},
+    return [{"format": "messages", "path": str(root / "messages.jsonl")}, {"format": "messages", "path": str(root / "filler.jsonl")},
+            {"format": "alpaca", "path": str(root / "alpaca.jsonl")},
             {"format": "prompt_completion", "path": str(root / "pinned.jsonl")},
             {"format": "claude_code", "path": str(root / "session.jsonl"), "kinds": None, "successful_only": True},
             {"format": "python_code", "path": str(code)}]
@@ -126,7 +129,7 @@ def test_a_record_holding_a_secret_is_quarantined_with_its_line_and_kind(tmp_pat
     assert_nowhere(folder, rows)
     for kept in ("Run make deploy.", "Hello.", "Seven.", SHA1, SHA256, "Is the token set?", "return short"):
         assert kept in rows, f"{kept!r}: a clean example (git SHAs and digests included) was lost"
-    assert meta["secret_scan"] == {"action": "quarantine", "examples_scanned": 13,
+    assert meta["secret_scan"] == {"action": "quarantine", "examples_scanned": 53,
                                    "found": {"AWS Access Key": 2, "GitHub Token": 2, "Private Key": 1, "Secret Keyword": 1}}
     assert meta["quarantined"] == 6
 
@@ -146,7 +149,7 @@ def test_a_malformed_line_holding_a_secret_is_shown_redacted(tmp_path: Path) -> 
     (tmp_path / "src").mkdir()
     bad = tmp_path / "src" / "bad.jsonl"
     bad.write_text(json.dumps(chat("ok", "fine")) + "\n" + '{"messages": [{"role": "user", "content": "password = \\"' + PASSWORD
-                   + '\\" and ' + AWS_KEY + '"}\n' + "".join(json.dumps(chat(f"q{i}", f"a{i}")) + "\n" for i in range(8)))
+                   + '\\" and ' + AWS_KEY + '"}\n' + "".join(json.dumps(chat(f"q{i}", f"a{i}")) + "\n" for i in range(40)))
     task = SFT([{"format": "messages", "path": str(bad)}], 256, True, 0.3, 0.3, 1, TOK)
     (tmp_path / "data").mkdir()
     task.write(tmp_path / "data")
@@ -195,3 +198,20 @@ def test_the_keyword_prefilter_lets_every_detect_secrets_keyword_through() -> No
         assert any(mark.decode() in spelling for mark in scanner.keywords), spelling
         assert secrets.find(f'{spelling} = "{PASSWORD}"') == [secrets.Secret("Secret Keyword", PASSWORD)], spelling
     assert len(scanner.spellings) >= len(DENYLIST)
+
+
+def test_the_option_is_checked_and_is_part_of_the_data_key() -> None:
+    from forge.config.compose import compose
+    from forge.config.errors import ConfigError
+    from forge.config.validate import validate
+    from forge.data.prepare import fingerprint
+
+    cfg, origin = compose(["+recipe=coder_lora"])
+    data = validate(cfg, origin.where).data
+    assert data.secrets == "quarantine", "the default"
+    redacting = data.copy()
+    redacting.secrets = "redact"
+    assert fingerprint(data) != fingerprint(redacting), "prepared once per action"
+    cfg, origin = compose(["+recipe=coder_lora", "data.secrets=keep"])
+    with pytest.raises(ConfigError, match="data.secrets=keep: not a valid choice"):
+        validate(cfg, origin.where)
