@@ -1,14 +1,13 @@
 """Keep a run's secrets out of everything it writes: config.yaml, run.json, logs, exports.
 
-A run's secrets are the values of environment variables named like a credential (`OPENAI_API_KEY`,
-`HF_TOKEN`, `DB_PASSWORD`: a KEY, TOKEN, SECRET, PASSWORD or CREDENTIAL part) and config strings
-under a key named so (`api_key`, `token`; not a tokenizer's `pad_token`), and what detect-secrets
-finds (forge.secrets) in any other environment value or config string (the password of a URL). Values shorter than
+A run's secrets are the values of environment variables and config strings named like a
+credential (`OPENAI_API_KEY`, `HF_TOKEN`, `db_password`: a KEY, TOKEN, SECRET, PASSWORD or
+CREDENTIAL part; not a tokenizer's `pad_token`), and what detect-secrets finds (forge.secrets) in
+any other environment value or config string (the password of a URL). Values shorter than
 MIN_LENGTH are left alone: masking `true` or `1` everywhere would garble the files and protect
 nothing. While a run is `active`, every text forge writes through forge.atomic and every log
 record show them as MASK; the config is masked value by value, so config.yaml stays valid YAML
-and a resumed run compares its masked config with it.
-"""
+and a resumed run compares its masked config with it."""
 
 from __future__ import annotations
 

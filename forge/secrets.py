@@ -72,13 +72,14 @@ def find(text: str) -> list[Secret]:
 
 def _matches(plugin: Any, text: str) -> Iterator[str]:
     """The secret of each match of a plugin's regexes: its longest group when that is the secret
-    (the 40 characters after `aws_secret_access_key = "`), else the whole match (detect-secrets'
-    `analyze_string` yields the group, which for some plugins is only the prefix: `ghp`)."""
+    (the 40 characters after `aws_secret_access_key = "`, the password of a URL), else the whole
+    match (detect-secrets' `analyze_string` yields the group, which for some plugins is only the
+    prefix: `ghp`)."""
     valid = getattr(plugin, "is_formally_valid", None)
     for regex in plugin.denylist:
         for m in regex.finditer(text):
             group = max((g for g in m.groups() if g), key=len, default="")
-            value = group if len(group) >= MIN_GROUP else m.group(0)
+            value = group if len(group) >= MIN_GROUP or plugin.secret_type == BASIC_AUTH else m.group(0)
             if valid is None or valid(value):
                 yield value
 

@@ -163,7 +163,7 @@ def test_a_malformed_line_holding_a_secret_is_shown_redacted(tmp_path: Path) -> 
     f"commit {SHA1}\nAuthor: Dev <dev@example.org>", f"{SHA256}  dist/forge-1.0.tar.gz", "data:image/png;base64," + "iVBORw0KGgo" * 40,
     'api_key = "YOUR_API_KEY"', 'password = os.environ["DB_PASSWORD"]', 'if password == "":', 'PASSWORD = "PASSWORD"',
     "pem = b'-----BEGIN RSA PRIVATE KEY-----'  # the marker this parser looks for", "AKIAIOSFODNN7EXAMPLE is AWS's documented key",
-    "postgres://user:password@localhost/db", "ACCATCTCTACCGGTTCGCTAGCT is the probe",
+    "postgres://user:password@localhost/db", "curl http://admin:pass@localhost:8080/", "ACCATCTCTACCGGTTCGCTAGCT is the probe",
 ])
 def test_code_and_logs_are_not_secrets(text: str) -> None:
     assert secrets.find(text) == []

@@ -29,7 +29,10 @@ class SecretScan:
         """The example with its secrets redacted, and the kinds of secret found (none: the
         example itself)."""
         self.scanned += 1
-        texts = [m[k] for m in example.messages for k in m if isinstance(m[k], str)] if isinstance(example, Chat) else [example.prompt, example.completion]
+        if isinstance(example, Chat):
+            texts = [v for m in example.messages for v in m.values() if isinstance(v, str)]
+        else:
+            texts = [example.prompt, example.completion]
         found = secrets.find_escaped("\n".join(texts))
         if not found:
             return example, []
@@ -38,7 +41,8 @@ class SecretScan:
         if isinstance(example, Chat):
             messages = [{k: secrets.redact(v, found) if isinstance(v, str) else v for k, v in m.items()} for m in example.messages]
             return dataclasses.replace(example, messages=messages), kinds
-        return dataclasses.replace(example, prompt=secrets.redact(example.prompt, found), completion=secrets.redact(example.completion, found)), kinds
+        prompt, completion = secrets.redact(example.prompt, found), secrets.redact(example.completion, found)
+        return dataclasses.replace(example, prompt=prompt, completion=completion), kinds
 
     def meta(self) -> dict[str, Any]:
         return {"action": self.action, "examples_scanned": self.scanned, "found": dict(self.found)}
