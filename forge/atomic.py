@@ -4,7 +4,7 @@ Everything forge writes goes through these: the data is written to a temporary n
 folder, flushed to disk, then renamed, so a process killed at any moment leaves either the old
 file or the new one. What such a kill does leave is a hidden temporary (`.NAME.XXXXXXXX.tmp`, or
 `.NAME.old-PID` when killed while swapping a folder); `is_partial` names them so that a later run
-can reclaim the space.
+can reclaim the space. Text is written with the secrets of the running run masked (forge.redact).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, IO
+
+from forge import redact
 
 # tempfile.mkstemp / mkdtemp put 8 random characters from [a-z0-9_] between prefix and suffix.
 _TEMP = re.compile(r"^\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp$")
@@ -66,7 +68,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO[Any]]:
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path, "w") as f:
-        f.write(text)
+        f.write(redact.text(text))
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from forge import atomic
+from forge import atomic, redact
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,9 @@ class RunPaths:
 
 
 def record_run(cfg: DictConfig, paths: RunPaths) -> None:
-    """Resolved config, command line, and the git commit plus uncommitted diff of the code."""
-    atomic.write_text(paths.config, OmegaConf.to_yaml(cfg, resolve=True))
+    """Resolved config, command line, and the git commit plus uncommitted diff of the code; the
+    run's secrets masked (forge.redact), value by value in the config so that it stays YAML."""
+    atomic.write_text(paths.config, OmegaConf.to_yaml(OmegaConf.create(masked_config(cfg))))
     atomic.write_text(paths.root / "command.txt", " ".join(["forge", *sys.argv[1:]]) + "\n")
     commit, diff = _git("rev-parse", "HEAD"), _git("diff", "HEAD")
     atomic.write_json(
@@ -82,6 +83,21 @@ def record_run(cfg: DictConfig, paths: RunPaths) -> None:
         {"commit": commit.strip() or None, "dirty": bool(diff.strip())},
     )
     atomic.write_text(paths.root / "git.diff", diff)
+
+
+def masked_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as config.yaml holds it: each value with the run's secrets masked."""
+    return redact.tree(OmegaConf.to_container(cfg, resolve=True))
+
+
+def mask_yaml_files(folder: Path, redactor: redact.Redactor) -> None:
+    """Rewrite each YAML file in `folder` (Hydra's record of the run, written before the run
+    starts) with the run's secrets masked value by value."""
+    for f in sorted(folder.glob("*.yaml")) if folder.is_dir() else ():
+        data = OmegaConf.to_container(OmegaConf.load(f), resolve=False)
+        masked = redactor.tree(data)
+        if masked != data:
+            atomic.write_text(f, OmegaConf.to_yaml(OmegaConf.create(masked)))
 
 
 def _git(*args: str) -> str:

@@ -12,8 +12,9 @@ from typing import Any, Optional, Sequence, Union
 
 from omegaconf import DictConfig, OmegaConf
 
+from forge import redact
 from forge.errors import ForgeError
-from forge.run_dir import RunPaths, record_run
+from forge.run_dir import RunPaths, masked_config, record_run
 from forge.run_state import RunState, track
 from forge.stages import ORDER, STAGES
 
@@ -34,19 +35,21 @@ def run(cfg: DictConfig, run_dir: Path, record: bool = True) -> RunResult:
     already are that record."""
     paths = RunPaths(Path(run_dir))
     rank_zero = _is_rank_zero()
-    if cfg.resume:
-        _check_same_run(cfg, paths)
-    # One stage (a DVC pipeline runs each as its own process) adds to what earlier ones recorded.
-    with track(paths.root, keep=cfg.stage != "all", active=rank_zero) as state:
-        if rank_zero and record:
-            record_run(cfg, paths)
-        objective = cfg.get("objective") if cfg.stage in ("all", "evaluate") else None
-        if cfg.cv.folds and cfg.cv.fold is None:
-            result = _run_folds(cfg, paths, state, objective)
-        else:
-            result = _run_stages(cfg, paths, state, objective)
-        state.update(objective=result.objective)
-        return result
+    # The run's API keys and passwords never reach its files or logs (forge.redact).
+    with redact.active(redact.Redactor.of_run(cfg)):
+        if cfg.resume:
+            _check_same_run(cfg, paths)
+        # One stage (a DVC pipeline runs each as its own process) adds to what earlier ones recorded.
+        with track(paths.root, keep=cfg.stage != "all", active=rank_zero) as state:
+            if rank_zero and record:
+                record_run(cfg, paths)
+            objective = cfg.get("objective") if cfg.stage in ("all", "evaluate") else None
+            if cfg.cv.folds and cfg.cv.fold is None:
+                result = _run_folds(cfg, paths, state, objective)
+            else:
+                result = _run_stages(cfg, paths, state, objective)
+            state.update(objective=result.objective)
+            return result
 
 
 def _run_stages(cfg: DictConfig, paths: RunPaths, state: RunState, objective: Optional[Sequence[str]]) -> RunResult:
@@ -98,8 +101,8 @@ def _check_same_run(cfg: DictConfig, paths: RunPaths) -> None:
     """Resuming with a different config would silently mix two runs: refuse, naming the keys."""
     if not paths.config.exists():
         raise ForgeError(f"resume={cfg.resume}: {paths.config} not found; is this a forge run directory?")
-    before = _flat(OmegaConf.load(paths.config))
-    now = _flat(cfg)
+    before = _flat(OmegaConf.to_container(OmegaConf.load(paths.config), resolve=True))
+    now = _flat(masked_config(cfg))  # config.yaml holds the config with its secrets masked
     same_run_keys = (before.keys() | now.keys()) - {"resume", "stage"}
     changed = sorted(k for k in same_run_keys if before.get(k) != now.get(k))
     if changed:
@@ -110,7 +113,7 @@ def _check_same_run(cfg: DictConfig, paths: RunPaths) -> None:
         )
 
 
-def _flat(cfg: DictConfig) -> dict[str, Any]:
+def _flat(tree: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -120,7 +123,7 @@ def _flat(cfg: DictConfig) -> dict[str, Any]:
         else:
             out[prefix[:-1]] = node
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    walk(tree, "")
     return out
 
 

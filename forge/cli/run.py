@@ -100,9 +100,14 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
 
     from forge.runner import run
 
+    from forge.redact import Redactor
+    from forge.run_dir import mask_yaml_files
+
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     cfg = validate(cfg, Origin(overrides=list(hc.overrides.task)).where)
+    if hc.output_subdir:  # Hydra has recorded the command line and config there: no secrets in it
+        mask_yaml_files(run_dir / hc.output_subdir, Redactor.of_run(cfg))
     if hc.mode == RunMode.MULTIRUN:
         from forge.sweep import run_point
 

@@ -30,6 +30,7 @@ SOURCE_KEYS = {  # optional source keys and the formats they apply to ("auto" ma
     "kinds": ("claude_code",), "prompt": ("claude_code",), "prompt_file": ("claude_code",),
     "reward_weights": ("agent_runs",), "min_reward": ("agent_runs",),
 }
+SECRET_ACTIONS = ("quarantine", "redact")  # what SFT preparation does with an example that holds a secret
 DIHEDRAL = 8  # rotations and reflections of a square grid, the identity included
 
 
@@ -173,6 +174,7 @@ class SFTConfig(Seeded):
     packing: bool = MISSING
     val_fraction: float = fraction()
     test_fraction: float = fraction()
+    secrets: str = one_of(SECRET_ACTIONS, default="quarantine")
 
     @staticmethod
     def relations(node: DictConfig) -> Iterator[tuple[str, str]]:

@@ -22,6 +22,7 @@ from forge.data.sft.pack import Packer
 from forge.data.sft.python_code import code_examples, humaneval_keys, source_files
 from forge.data.sft.records import Quarantine, data_files, read_jsonl
 from forge.data.sft.rows import RowWriter
+from forge.data.sft.secrets import RedactingQuarantine, SecretScan
 from forge.data.sft.tokenize import Encoder
 from forge.data.task import SPLITS
 from forge.errors import ForgeError
@@ -75,7 +76,7 @@ class SFT:
 
     def __init__(
         self, sources: list[dict[str, Any]], seq_len: int, packing: bool, val_fraction: float, test_fraction: float,
-        seed: int, tokenizer: Any,
+        seed: int, tokenizer: Any, secrets: str = "quarantine",
     ) -> None:
         for i, s in enumerate(sources):
             if s.get("format") not in SFT_FORMATS:
@@ -86,6 +87,7 @@ class SFT:
         self.fractions, self.seed, self.tokenizer = (val_fraction, test_fraction), seed, tokenizer
         self.formats: dict[str, dict[str, int]] = {}  # per source: how many files were read as each format
         self.kept_on_failure = ("quarantine.jsonl",)  # what a failed prepare leaves for the user to read
+        self.secrets = secrets
 
     def content_key(self) -> dict[str, Any]:
         """What the prepared rows depend on besides the config: the tokenizer and the input bytes."""
@@ -105,9 +107,15 @@ class SFT:
         packers = {s: Packer(self.seq_len, self.tokenizer.pad_token_id, self.packing) for s in SPLITS}
         stats = {s: Counter() for s in SPLITS}
         groups: set[str] = set()
+        scan = SecretScan(self.secrets)
         with open(folder / "quarantine.jsonl", "w", encoding="utf-8") as qf:
-            quarantine, encoder = Quarantine(qf), Encoder(self.tokenizer)
+            quarantine, encoder = RedactingQuarantine(qf), Encoder(self.tokenizer)
             for example, where in self._examples(quarantine, counts):
+                example, kinds = scan.check(example)
+                if kinds and scan.action == "quarantine":
+                    error = f"holds a secret ({', '.join(kinds)}), shown redacted; data.secrets=redact would train on it redacted"
+                    quarantine.add(where[0], where[1], error, json.dumps(example.__dict__))
+                    continue
                 try:
                     ids, mask = encoder(example, counts)
                 except BadRecord as e:
@@ -147,6 +155,7 @@ class SFT:
             "formats": self.formats,
             "pad_id": self.tokenizer.pad_token_id,
             "chat_template": self.tokenizer.chat_template,
+            "secret_scan": scan.meta(),
         }
 
     def _split(self, group: str) -> str:
