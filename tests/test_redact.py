@@ -85,3 +85,17 @@ def test_log_records_and_written_text_are_masked_while_a_run_is_active(tmp_path:
     assert OPENAI_KEY not in caplog.text and "calling the API with ***" in caplog.text and "ValueError: bad key ***" in caplog.text
     assert f"after the run: {OPENAI_KEY[:5]}" in caplog.text, "outside a run nothing is masked"
     assert (tmp_path / "a.json").read_text() == '{\n  "key": "***"\n}\n'
+
+
+def test_checkpoint_hyperparameters_are_masked(tmp_path: Path) -> None:
+    """A module saves its config in every checkpoint: a key in it is masked there too."""
+    import torch
+
+    from forge.train.checkpoint_io import AtomicCheckpointIO
+
+    checkpoint = {"state_dict": {"w": torch.zeros(2)}, "hyper_parameters": {"model_cfg": {"source": f"https://u:{PASSWORD}@hub/m"}}}
+    with redact.active(redact.Redactor([PASSWORD])):
+        AtomicCheckpointIO().save_checkpoint(checkpoint, tmp_path / "last.ckpt")
+    assert PASSWORD.encode() not in (tmp_path / "last.ckpt").read_bytes()
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert saved["hyper_parameters"] == {"model_cfg": {"source": "https://u:***@hub/m"}} and PASSWORD in checkpoint["hyper_parameters"]["model_cfg"]["source"]

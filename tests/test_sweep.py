@@ -14,7 +14,11 @@ from forge.run_state import read_state
 
 def test_two_point_sweep_writes_its_summary(tmp_path: Path, cache: Path) -> None:
     sweep = tmp_path / "sweep"
-    proc = run_forge("-m", *tiny(cache), "trainer.max_steps=5,10", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    password = "pw-" + "".join(reversed("sweep-secret-9f3a"))  # a credential given on the command line
+    proc = run_forge("-m", *tiny(cache), "trainer.max_steps=5,10", f"+export.ollama.db_password={password}",
+                     f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    leaked = [f.relative_to(sweep) for f in sweep.rglob("*") if f.is_file() and password.encode() in f.read_bytes()]
+    assert leaked == [] and password not in proc.stdout + proc.stderr, "multirun.yaml and every point are masked"
     rows = json.loads((sweep / "summary.json").read_text())
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert [read_state(sweep / str(job))["status"] for job in (0, 1)] == ["finished", "finished"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 import hydra
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from forge.cli import exit_with
 from forge.config.compose import CONFIG_MODULE, CONFIG_NAME, Origin, compose
@@ -29,14 +29,19 @@ NO_PRECHECK_FLAGS = {"--hydra-help", "--info", "--shell-completion", "-sc"}
 def main(argv: list[str]) -> None:
     from hydra._internal.utils import get_args_parser
 
+    from forge import redact
+
     args = get_args_parser().parse_args(argv)
+    secrets = redact.Redactor([])
     if not (NO_PRECHECK_FLAGS & set(argv)) and not (args.config_path or args.config_name):
-        _precheck(args.overrides, multirun=args.multirun)
+        points = _precheck(args.overrides, multirun=args.multirun)
+        # Hydra logs the overrides of each point it launches, before a run masks its own output.
+        secrets = redact.Redactor.of_run({"points": [OmegaConf.to_container(c, resolve=True) for c in points]})
         resume = _resume_dir(args.overrides)
         if resume is not None and not args.multirun and not any(o.startswith("hydra.run.dir=") for o in args.overrides):
             # Continue in the run's own directory, so its checkpoints and logs stay one run.
             argv = argv + [f"hydra.run.dir={resume}"]
-    with _argv(argv):
+    with _argv(argv), redact.active(secrets):
         _hydra_main()
 
 
@@ -51,17 +56,20 @@ def _argv(argv: list[str]) -> Iterator[None]:
         sys.argv = saved
 
 
-def _precheck(overrides: list[str], multirun: bool) -> None:
-    """Compose and validate every point before Hydra starts."""
+def _precheck(overrides: list[str], multirun: bool) -> list[DictConfig]:
+    """Compose and validate every point before Hydra starts; the validated configs."""
+    checked = []
     for point in _points(overrides, multirun)[:MAX_CHECKED_SWEEP_POINTS]:
         cfg, origin = compose(point)
         cfg = validate(cfg, origin.where)
+        checked.append(cfg)
         if multirun and cfg.trainer.strategy in ("ddp", "fsdp"):
             raise ConfigError(
                 f"trainer.strategy={cfg.trainer.strategy} relaunches forge once per process and cannot run "
                 "inside a multirun (-m): run the points one by one, or sweep with a launcher that starts "
                 "each point as its own job (hydra/launcher=submitit_slurm)."
             )
+    return checked
 
 
 def _points(overrides: list[str], multirun: bool) -> list[list[str]]:
@@ -108,6 +116,8 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
     cfg = validate(cfg, Origin(overrides=list(hc.overrides.task)).where)
     if hc.output_subdir:  # Hydra has recorded the command line and config there: no secrets in it
         mask_yaml_files(run_dir / hc.output_subdir, Redactor.of_run(cfg))
+    if hc.mode == RunMode.MULTIRUN:  # and the sweep's multirun.yaml at its root
+        mask_yaml_files(Path(hc.sweep.dir), Redactor.of_run(cfg))
     if hc.mode == RunMode.MULTIRUN:
         from forge.sweep import run_point
 
