@@ -215,8 +215,8 @@ def test_prepare_escapes_and_counts_in_meta(tmp_path: Path) -> None:
     lines = [{"messages": [{"role": "user", "content": f"task {i}" + (f" {INJECTED}" if i % 3 == 0 else "")},
                            {"role": "assistant", "content": f"done {i}"}]} for i in range(12)]
     (tmp_path / "chats.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
-    task = SFT([{"format": "messages", "path": str(tmp_path / "chats.jsonl")}], seq_len=128, packing=False, val_fraction=0.25,
-               test_fraction=0.25, seed=0, tokenizer=tok)
+    task = SFT([{"format": "messages", "path": str(tmp_path / "chats.jsonl")}], seq_len=128, packing=False, val_fraction=0.0,
+               test_fraction=0.0, seed=0, tokenizer=tok)
     (tmp_path / "out").mkdir()
     meta = task.write(tmp_path / "out")
     assert meta["counts"]["special_tokens_escaped"] == 4 and meta["quarantined"] == 0

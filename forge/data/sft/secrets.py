@@ -20,20 +20,28 @@ from forge.data.sft.records import Quarantine
 
 
 class SecretScan:
+    """Each distinct text is scanned once per group (session or file): the examples of an agent
+    session repeat its whole context, and scanning each again made preparing long sessions
+    quadratic in their length."""
+
     def __init__(self, action: str) -> None:
         self.action = action
         self.scanned = 0
         self.found: Counter[str] = Counter()  # examples holding each kind of secret
+        self.group: str | None = None
+        self.memo: dict[str, list[secrets.Secret]] = {}
 
     def check(self, example: Example) -> tuple[Example, list[str]]:
         """The example with its secrets redacted, and the kinds of secret found (none: the
         example itself)."""
         self.scanned += 1
+        if example.group != self.group:
+            self.group, self.memo = example.group, {}
         if isinstance(example, Chat):
             texts = [v for m in example.messages for v in m.values() if isinstance(v, str)]
         else:
             texts = [example.prompt, example.completion]
-        found = secrets.find_escaped("\n".join(texts))
+        found = list(dict.fromkeys(s for text in texts for s in self._find(text)))
         if not found:
             return example, []
         kinds = list(dict.fromkeys(s.kind for s in found))
@@ -43,6 +51,11 @@ class SecretScan:
             return dataclasses.replace(example, messages=messages), kinds
         prompt, completion = secrets.redact(example.prompt, found), secrets.redact(example.completion, found)
         return dataclasses.replace(example, prompt=prompt, completion=completion), kinds
+
+    def _find(self, text: str) -> list[secrets.Secret]:
+        if text not in self.memo:
+            self.memo[text] = secrets.find_escaped(text)
+        return self.memo[text]
 
     def meta(self) -> dict[str, Any]:
         return {"action": self.action, "examples_scanned": self.scanned, "found": dict(self.found)}

@@ -68,17 +68,32 @@ class Encoder:
 
 
 class _Turn:
-    """A turn's share of an encoded chat: its ids and which are scored, and what identifies it (the
-    key of the conversation before it, its role, content and whether it is scored)."""
+    """What one message adds to a rendered chat, remembered for the chats that continue it: its
+    text, where its generation header ends (an assistant turn that was scored), and its ids and
+    mask, scored or not. It is identified by the key of the conversation before it and itself."""
 
-    __slots__ = ("before", "role", "content", "scored", "ids", "mask")
+    __slots__ = ("before", "role", "content", "text", "split", "encoded")
 
-    def __init__(self, before: int, message: dict[str, str], scored: bool) -> None:
-        self.before, self.role, self.content, self.scored = before, message["role"], message["content"], scored
-        self.ids, self.mask = array("i"), array("b")
+    def __init__(self, before: int, message: dict[str, str], text: str) -> None:
+        self.before, self.role, self.content, self.text = before, message["role"], message["content"], text
+        self.split: Optional[int] = None
+        self.encoded: dict[bool, tuple[array, array]] = {}
 
-    def same(self, before: int, message: dict[str, str], scored: bool) -> bool:
-        return (self.before, self.role, self.scored) == (before, message["role"], scored) and self.content == message["content"]
+    def same(self, before: int, message: dict[str, str]) -> bool:
+        return (self.before, self.role) == (before, message["role"]) and self.content == message["content"]
+
+    def ids(self, tokenizer: Any, scored: bool) -> tuple[array, array]:
+        """Scored: the header is context and the rest (content, end-of-turn marker) is trained."""
+        if scored not in self.encoded:
+            ids, mask = array("i"), array("b")
+            pieces = [(self.text[: self.split], False), (self.text[self.split :], True)] if scored else [(self.text, False)]
+            for text, trained in pieces:
+                if text:
+                    piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+                    ids.extend(piece)
+                    mask.extend([trained] * len(piece))
+            self.encoded[scored] = ids, mask
+        return self.encoded[scored]
 
 
 def _render(tokenizer: Any, messages: list[dict[str, str]], generation: bool = False) -> str:
@@ -87,56 +102,58 @@ def _render(tokenizer: Any, messages: list[dict[str, str]], generation: bool = F
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
 
 
-def _pieces(tokenizer: Any, messages: list[dict[str, str]], scored: set[int], start: int = 0,
-            done: Optional[str] = None) -> list[list[tuple[str, bool]]]:
-    """The rendered chat cut into (text, scored) pieces at turn boundaries, a list per message from
-    `start` on (`done`: the rendering of the messages before it, when known)."""
-    out: list[list[tuple[str, bool]]] = []
-    done = _render(tokenizer, messages[:start]) if done is None else done
-    for i in range(start, len(messages)):
-        message = messages[i]
+def _pieces(tokenizer: Any, messages: list[dict[str, str]], scored: set[int]) -> list[tuple[str, bool]]:
+    """The rendered chat cut into (text, scored) pieces at turn boundaries."""
+    pieces: list[tuple[str, bool]] = []
+    done = ""
+    for i, message in enumerate(messages):
         full = _render(tokenizer, messages[: i + 1])
         if not full.startswith(done):
-            raise BadRecord("the chat template renders a conversation differently from its first turns; cannot mask assistant turns")
+            raise BadRecord(_NOT_PREFIX)
         if message["role"] == "assistant" and i in scored:
             header = _render(tokenizer, messages[:i], generation=True)
             if not (header.startswith(done) and full.startswith(header)):
-                raise BadRecord("the chat template's generation prompt does not prefix its assistant turn; cannot mask")
-            out.append([(header[len(done) :], False), (full[len(header) :], True)])
+                raise BadRecord(_NO_HEADER)
+            pieces += [(header[len(done) :], False), (full[len(header) :], True)]
         else:
-            out.append([(full[len(done) :], False)])
+            pieces.append((full[len(done) :], False))
         done = full
-    return out
+    return pieces
+
+
+_NOT_PREFIX = "the chat template renders a conversation differently from its first turns; cannot mask assistant turns"
+_NO_HEADER = "the chat template's generation prompt does not prefix its assistant turn; cannot mask"
 
 
 def _clean_chat(tokenizer: Any, messages: list[dict[str, str]], scored: set[int], memo: dict[int, _Turn]) -> tuple[list[int], list[bool]]:
-    """Ids and mask of a chat without special-token text, its turns taken from `memo` while they
-    match and rendered from the first that does not."""
+    """Ids and mask of a chat without special-token text, as `_pieces` cuts it. A turn met before
+    (same conversation before it, same message) is taken from `memo`; only a new turn is rendered,
+    with the rendering of the turns before it as their remembered texts joined."""
     ids: list[int] = []
     mask: list[bool] = []
-    keys, before = [], 0
+    turns: list[_Turn] = []
+    before = 0
     for i, message in enumerate(messages):
-        key = hash((before, message["role"], message["content"], i in scored))
+        key = hash((before, message["role"], message["content"]))
         turn = memo.get(key)
-        if turn is None or not turn.same(before, message, i in scored):
-            break
-        ids += turn.ids
-        mask += map(bool, turn.mask)
-        keys.append(key)
+        if turn is None or not turn.same(before, message):
+            done = "".join(t.text for t in turns)
+            full = _render(tokenizer, messages[: i + 1])
+            if not full.startswith(done):
+                raise BadRecord(_NOT_PREFIX)
+            turn = memo[key] = _Turn(before, message, full[len(done) :])
+        trained = message["role"] == "assistant" and i in scored
+        if trained and turn.split is None:
+            done = "".join(t.text for t in turns)
+            header = _render(tokenizer, messages[:i], generation=True)
+            if not (header.startswith(done) and (done + turn.text).startswith(header)):
+                raise BadRecord(_NO_HEADER)
+            turn.split = len(header) - len(done)
+        piece_ids, piece_mask = turn.ids(tokenizer, trained)
+        ids += piece_ids
+        mask += map(bool, piece_mask)
+        turns.append(turn)
         before = key
-    start = len(keys)
-    for offset, texts in enumerate(_pieces(tokenizer, messages, scored, start) if start < len(messages) else []):
-        i = start + offset
-        turn = _Turn(before, messages[i], i in scored)
-        for text, trained in texts:
-            if text:
-                piece = tokenizer(text, add_special_tokens=False)["input_ids"]
-                turn.ids.extend(piece)
-                turn.mask.extend([trained] * len(piece))
-        ids += turn.ids
-        mask += map(bool, turn.mask)
-        before = hash((before, turn.role, turn.content, turn.scored))
-        memo[before] = turn
     return ids, mask
 
 
@@ -147,7 +164,7 @@ def _encode_chat(tokenizer: Any, chat: Chat, specials: "_Specials", memo: dict[i
     escape = specials.escape(chat.messages)
     if escape is None:
         return (*_clean_chat(tokenizer, chat.messages, scored, memo), False)
-    texts = [piece for turn in _pieces(tokenizer, escape.messages, scored) for piece in turn]
+    texts = _pieces(tokenizer, escape.messages, scored)
     if "".join(escape.restore(text) for text, _ in texts) != _render(tokenizer, chat.messages):
         raise BadRecord(f"{escape.where()}, a special token, and the chat template changes that text when rendering it, so "
                         "it cannot be kept as text; remove it from the record")
