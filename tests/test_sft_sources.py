@@ -163,3 +163,15 @@ def test_a_failed_prepare_says_what_happened_to_every_line_and_keeps_the_quarant
     )
     assert [json.loads(x)["line"] for x in (out / "quarantine.jsonl").read_text().splitlines()] == [1, 2]
     assert sorted(p.name for p in out.iterdir()) == ["quarantine.jsonl"], "nothing half-written beside it"
+
+
+def test_a_wrong_format_through_the_cli_is_one_line_and_keeps_no_empty_quarantine(tmp_path: Path, tiny_lm: Path) -> None:
+    from conftest import run_forge
+
+    proc = run_forge("model=hf_causal_lm", f"model.source={tiny_lm}", "peft=lora", "data=sft_jsonl", "eval=perplexity", "export=none",
+                     f"data.sources=[{{format: messages, path: {FIXTURES / 'sharegpt_tools.json'}}}]", f"cache_dir={tmp_path / 'cache'}",
+                     "stage=prepare", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, check=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith("looks like sharegpt, not messages (its first records have conversations, "
+                                                         "system, tools); set data.sources.0.format=sharegpt or format=auto")
+    assert not (tmp_path / "run" / "data").exists(), "nothing written: the quarantine was empty"

@@ -85,7 +85,8 @@ def _build(task: Any, data_cfg: DictConfig, key: str, entry: Path, out: Path) ->
                 meta = task.write(tmp)
             except ForgeError as e:
                 kept = _keep(tmp, out, getattr(task, "kept_on_failure", ()))
-                raise ForgeError(f"{e}" + "".join(f" Kept for reading: {k}." for k in kept)) from None
+                message = str(e) if not kept or str(e).endswith(".") else f"{e}."
+                raise ForgeError(message + "".join(f" Kept for reading: {k}." for k in kept)) from None
             write_json(tmp / "meta.json", {"fingerprint": key, "task": data_cfg._target_, **meta,
                                            "config": OmegaConf.to_container(data_cfg, resolve=True)})
         return
@@ -110,10 +111,11 @@ def _build(task: Any, data_cfg: DictConfig, key: str, entry: Path, out: Path) ->
 
 
 def _keep(tmp: Path, out: Path, names: tuple[str, ...]) -> list[Path]:
-    """Copy what a failed build wrote that the user needs to see into the run's data folder."""
+    """Copy what a failed build wrote that the user needs to see (and is not empty) into the run's
+    data folder."""
     kept = []
     for name in names:
-        if (tmp / name).exists():
+        if (tmp / name).exists() and (tmp / name).stat().st_size:
             out.mkdir(parents=True, exist_ok=True)
             with open(tmp / name, "rb") as src, atomic.atomic_open(out / name) as dst:
                 shutil.copyfileobj(src, dst)
