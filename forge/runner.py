@@ -55,6 +55,9 @@ def run(cfg: DictConfig, run_dir: Path, record: bool = True) -> RunResult:
 def _run_stages(cfg: DictConfig, paths: RunPaths, state: RunState, objective: Optional[Sequence[str]]) -> RunResult:
     names = ORDER if cfg.stage == "all" else (cfg.stage,)
     for name in names:
+        if STAGES[name].ready is not None:
+            STAGES[name].ready(cfg)
+    for name in names:
         log.info("== %s", name)
         state.stage_started(name)
         STAGES[name](cfg, paths)

@@ -39,6 +39,7 @@ class Stage:
     outs: tuple[str, ...] = ()  # artifacts it writes
     metrics: tuple[str, ...] = ()  # small JSON files it writes (not cached by DVC)
     plots: tuple[str, ...] = ()
+    ready: Optional[Callable[[DictConfig], None]] = None  # checked before a run starts any stage: fail early
 
     def __call__(self, cfg: DictConfig, paths: RunPaths) -> None:
         self.run(cfg, paths)
@@ -116,8 +117,17 @@ def compress(cfg: DictConfig, paths: RunPaths) -> None:
              len(packed), report["compressed_bits_per_weight"], report["file_bits_per_parameter"], ", ".join(report["float_tensors"]))
 
 
+def _sandbox_ready(cfg: DictConfig) -> None:
+    """Model-generated code runs only behind a real boundary, unless allowed: found out before
+    training, not after."""
+    if cfg.eval.get("humaneval"):
+        from forge.eval.isolation import require
+
+        require(cfg.eval.sandbox.allow_unisolated)
+
+
 @stage(params=("eval", "compressor", "model", "trainer.accelerator", "seed"), needs=("data", "checkpoints", "compressed"),
-       code=("forge/families", "forge/eval", "forge/compress", "forge/models"), metrics=("metrics.json",))
+       code=("forge/families", "forge/eval", "forge/compress", "forge/models"), metrics=("metrics.json",), ready=_sandbox_ready)
 def evaluate(cfg: DictConfig, paths: RunPaths) -> None:
     """The suite `eval.metric` names; for a compressed run, the packed model's scores beside the
     float model's, how far its predictions moved, and its size."""

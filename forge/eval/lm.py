@@ -52,7 +52,7 @@ def base_model(module: Any) -> Iterator[Any]:
     yield CausalLMModule(**{**module.hparams, "peft_cfg": {"_target_": None}, "compressor_cfg": None}).eval().to(module.device)
 
 
-def humaneval(module: Any, tokenizer: Any, he_cfg: dict, seed: int, merge: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def humaneval(module: Any, tokenizer: Any, he_cfg: dict, seed: int, merge: bool, sandbox: dict) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Generation runs on a merged copy when adapters are active: unmerged LoRA adds two small
     matmuls per adapted layer to every decoding step, which dominates on a CPU."""
     from forge.eval.humaneval import pass_at_k
@@ -60,4 +60,4 @@ def humaneval(module: Any, tokenizer: Any, he_cfg: dict, seed: int, merge: bool)
     model = module.model
     if merge and hasattr(model, "merge_and_unload"):
         model = copy.deepcopy(model).merge_and_unload()
-    return pass_at_k(model, tokenizer, he_cfg, seed)
+    return pass_at_k(model, tokenizer, he_cfg, seed, sandbox)

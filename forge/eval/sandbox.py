@@ -1,27 +1,37 @@
-"""Run untrusted generated code in a separate process with a timeout, a memory cap and no network.
+"""Run untrusted generated programs behind the isolation boundary (forge.eval.isolation).
 
-Each program runs in a fresh isolated interpreter (`python -I`) inside an empty temporary
-folder, in its own process group (a timeout kills it and anything it started), with address
-space, CPU time and file size capped by rlimits. The network is cut with a user+network
-namespace (`unshare -rn`) where the kernel allows it; where it does not, the socket module is
-disabled in the child instead, which stops ordinary code but is not a security boundary (say
-so when reporting: `network_isolation`). A crash or hang only fails that one program.
+Each program runs in a fresh `python -I` with its source fed on standard input to a small
+bootstrap that sets its limits (CPU time, address space, file size, open files, processes) and
+then runs it. Standard output is discarded; standard error goes to a file (so the file-size
+limit also caps an output flood) whose last line is the failure shown. A program that runs past
+its timeout is killed together with everything it started. A crash, hang or bomb fails that one
+program only; programs run in parallel workers.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import resource
-import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable, Optional
 
-SOCKET_GUARD = (
+from forge.eval import isolation
+from forge.eval.isolation import BUBBLEWRAP, NAMESPACE, Limits
+
+BOOT = (
+    "import os, resource, sys\n"
+    "for name, value in {limits!r}.items():\n"
+    "    resource.setrlimit(getattr(resource, name), (value, value))\n"
+    "source = sys.stdin.read()\n"
+    "sys.stdin = open(os.devnull)\n"
+    "sys.argv = ['<program>']\n"
+    "exec(compile(source, '<program>', 'exec'), {{'__name__': '__main__', '__builtins__': __builtins__}})\n"
+)
+SOCKET_GUARD = (  # without a network namespace: stops ordinary code, not a boundary
     "import socket as _s\n"
     "def _no_network(*a, **k):\n    raise OSError('network disabled in the sandbox')\n"
     "_s.socket = _s.create_connection = _s.getaddrinfo = _no_network\n"
@@ -31,52 +41,69 @@ SOCKET_GUARD = (
 @dataclass
 class Outcome:
     passed: bool
-    status: str  # passed | failed | timeout | error text
+    status: str  # passed | failed: <last line of stderr> | timeout
 
 
-@functools.cache
-def network_isolation() -> str:
-    """'namespace' when `unshare -rn` works here, else 'socket-guard'."""
-    if shutil.which("unshare") is None:
-        return "socket-guard"
-    try:
-        done = subprocess.run(["unshare", "-rn", sys.executable, "-c", "pass"], capture_output=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return "socket-guard"
-    return "namespace" if done.returncode == 0 else "socket-guard"
-
-
-def run_program(program: str, timeout_s: float, memory_mb: int) -> Outcome:
-    isolation = network_isolation()
-    if isolation != "namespace":
-        program = SOCKET_GUARD + program
-    command = [sys.executable, "-I", "-c", program]
-    if isolation == "namespace":
+def run_program(program: str, timeout_s: float, memory_mb: int, limits: Optional[Limits] = None,
+                level: Optional[str] = None) -> Outcome:
+    """`level`: the boundary to use (default: the strongest here; a weaker one to compare with)."""
+    limits = limits or Limits(timeout_s, memory_mb)
+    level = level or isolation.level().name
+    exe, _ = isolation.python()
+    command = [exe, "-I", "-c", BOOT.format(limits=limits.rlimits())]
+    if level == BUBBLEWRAP:
+        command = [*isolation.bwrap_args(limits), "--", *command]
+    elif level == NAMESPACE:
         command = ["unshare", "-rn", *command]
-
-    def limits() -> None:
-        os.setsid()
-        resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
-        cpu = int(timeout_s) + 1
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (16 << 20, 16 << 20))
-
-    with tempfile.TemporaryDirectory(prefix="forge-sandbox-") as cwd:
-        env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
-        proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, preexec_fn=limits)
+    if level != NAMESPACE and level != BUBBLEWRAP:
+        program = SOCKET_GUARD + program
+    with tempfile.TemporaryDirectory(prefix="forge-sandbox-") as cwd, open(os.path.join(cwd, "stderr"), "w+b") as err, \
+            isolation.process_cap(limits.processes) as join:
+        env = dict(isolation.ENV, HOME=cwd, TMPDIR=cwd)
+        proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
+                                preexec_fn=join or _session_limits(limits))
         try:
-            _, err = proc.communicate(timeout=timeout_s)
+            proc.communicate(program.encode(), timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            _kill(proc)
             return Outcome(False, "timeout")
+        except BrokenPipeError:  # it exited before reading all of its source
+            proc.wait()
+        err.seek(max(0, err.seek(0, os.SEEK_END) - 4096))
+        tail = err.read().decode(errors="replace").strip().splitlines()
     if proc.returncode == 0:
         return Outcome(True, "passed")
-    last = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
+    last = tail[-1:] or [_exit_text(proc.returncode)]
     return Outcome(False, f"failed: {last[0][:200]}")
 
 
-def run_programs(programs: list[str], timeout_s: float, memory_mb: int, workers: int) -> list[Outcome]:
+def run_programs(programs: list[str], timeout_s: float, memory_mb: int, workers: int, limits: Optional[Limits] = None,
+                 level: Optional[str] = None) -> list[Outcome]:
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda p: run_program(p, timeout_s, memory_mb), programs))
+        return list(pool.map(lambda p: run_program(p, timeout_s, memory_mb, limits, level), programs))
+
+
+def _session_limits(limits: Limits) -> Callable[[], None]:
+    """A session of its own (so a timeout kills what it started) and the limits set before the
+    interpreter (or bwrap) starts, as the bootstrap sets them again inside."""
+
+    def apply() -> None:
+        os.setsid()
+        for name, value in limits.rlimits().items():
+            if name != "RLIMIT_NPROC":  # counted over all of the user's processes outside a user namespace
+                resource.setrlimit(getattr(resource, name), (value, value))
+
+    return apply
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """The program's session: bwrap, whose PID namespace dies with it, or the unisolated tree."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
+
+
+def _exit_text(code: int) -> str:
+    return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"

@@ -81,7 +81,8 @@ class CausalLMFamily(Family):
                 if he_cfg is not None:
                     name = prefix.rstrip("/") or "fine-tuned"
                     log.info("evaluate: HumanEval (%s model)", name)
-                    scores, records = humaneval(m, self.tokenizer(cfg), he_cfg, cfg.seed, merge=not prefix)
+                    scores, records = humaneval(m, self.tokenizer(cfg), he_cfg, cfg.seed, merge=not prefix,
+                                                sandbox=OmegaConf.to_container(cfg.eval.sandbox, resolve=True))
                     atomic.write_text(paths.humaneval(name, scores["prompt"]), "".join(json.dumps(r) + "\n" for r in records))
                     metrics.update({f"{prefix}humaneval/{k}": v for k, v in scores.items()})
         metrics["parameters"] = sum(p.numel() for p in module.model.parameters())
