@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from forge.errors import ForgeError
 from forge.eval import isolation
 from forge.eval.humaneval import problems, program
 from forge.eval.sandbox import run_program, run_programs
@@ -168,5 +167,5 @@ def test_canonical_solutions_pass_behind_the_boundary_as_without_it() -> None:
 
 
 def test_it_runs_the_real_boundary() -> None:
-    code = "import os\nassert os.getpid() == 2 and sorted(os.listdir('/proc'))[0].isdigit() and len([p for p in os.listdir('/proc') if p.isdigit()]) <= 3\n"
-    assert run_program(code, 5, 512).passed, "its own PID namespace: it sees only itself and the namespace's init"
+    code = "import os\nassert os.getpid() == 1 and [p for p in os.listdir('/proc') if p.isdigit()] == ['1']\n"
+    assert run_program(code, 5, 512).passed, "its own PID namespace: it is its init and sees only itself"

@@ -4,8 +4,8 @@
 namespaces) gives each program its own user, PID, network, IPC and UTS namespaces. The program
 sees the system's /usr (and the Python it runs) read-only and nothing else of the machine: no
 home, no project, no run directory, no inherited environment. It gets a private, empty,
-size-capped writable folder and /tmp. It is the only child of the PID namespace's init, so
-everything it starts is killed when it ends (a detached `setsid` child included). Its limits
+size-capped writable folder and /tmp. It is its PID namespace's init (PID 1), so everything it
+starts is killed when it ends (a detached `setsid` child included). Its limits
 are CPU time, address space, file size, open files and the number of processes. The last is
 RLIMIT_NPROC set inside the sandbox, which the kernel counts per user namespace; root ignores
 that limit, so a program started by root is put in a `pids` cgroup instead.
@@ -25,6 +25,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -69,7 +70,7 @@ def python() -> tuple[str, str]:
 
 def bwrap_args(limits: Limits) -> list[str]:
     """The bubblewrap command line up to the program's interpreter."""
-    args = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session", "--clearenv",
+    args = ["bwrap", "--unshare-all", "--unshare-user", "--disable-userns", "--as-pid-1", "--die-with-parent", "--new-session", "--clearenv",
             "--ro-bind", "/usr", "/usr"]
     for top in ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"):
         if os.path.islink(top):
@@ -162,47 +163,82 @@ def pids_root() -> Optional[Path]:
 
 
 _names = itertools.count()
+_groups = threading.local()  # each worker thread reuses one cgroup: made once, emptied after each program
 
 
 @contextmanager
 def process_cap(processes: int) -> Iterator[Optional[Callable[[], None]]]:
-    """For root: a fresh pids cgroup capped at `processes`, yielding the function a child calls to
-    join it (before it execs); everything still in it is killed when the block ends. Otherwise
-    None: RLIMIT_NPROC, set inside the sandbox, does the job."""
+    """For root: this thread's pids cgroup, capped at `processes`, yielding the function a child
+    calls to join it (before it execs); anything still in it is killed when the block ends.
+    Otherwise None: RLIMIT_NPROC, set inside the sandbox, does the job."""
     base = pids_root() if os.geteuid() == 0 else None
     if base is None:
         yield None
         return
-    group = base / f"p{next(_names)}"
-    group.mkdir()
+    group = getattr(_groups, "path", None)
+    if group is None or not group.exists():
+        group = _groups.path = base / f"p{next(_names)}"
+        group.mkdir()
     (group / "pids.max").write_text(str(processes))
+    if (group / "tasks").exists():  # cgroup v1 places threads: this one starts the child inside
+        tid, home = threading.get_native_id(), _own_group(base.parent)
+        (group / "tasks").write_text(str(tid))
+        try:
+            yield None
+        finally:
+            for thread in [tid, *(group / "tasks").read_text().split()]:  # threads it started (a timer) too
+                if Path(f"/proc/self/task/{thread}").exists():
+                    try:
+                        (home / "tasks").write_text(str(thread))
+                    except ProcessLookupError:  # it ended meanwhile
+                        pass
+            _kill_all(group)
+        return
 
-    def join() -> None:
+    def join() -> None:  # cgroup v2 places whole processes: the child moves itself (a slower start)
         os.setsid()
         (group / "cgroup.procs").write_text(str(os.getpid()))
 
     try:
         yield join
     finally:
-        _empty(group)
+        _kill_all(group)
 
 
-def _empty(group: Path) -> None:
+def _own_group(root: Path) -> Path:
+    """This process's cgroup in the v1 pids hierarchy mounted at `root`."""
+    for line in Path("/proc/self/cgroup").read_text().splitlines():
+        _, controllers, path = line.split(":", 2)
+        if "pids" in controllers.split(","):
+            return root / path.lstrip("/")
+    return root
+
+
+def _kill_all(group: Path) -> None:
+    """Kill what is left in a cgroup (a program's PID namespace normally took it down already)."""
     for _ in range(100):
-        pids = [int(p) for p in (group / "cgroup.procs").read_text().split()]
+        pids = [int(p) for p in (group / "cgroup.procs").read_text().split() if int(p) != os.getpid()]
+        if not pids:
+            return
         for pid in pids:
             try:
                 os.kill(pid, 9)
             except ProcessLookupError:
                 pass
-        try:
-            group.rmdir()
-            return
-        except OSError:
-            time.sleep(0.01)
+        time.sleep(0.01)
+
+
+def _empty(group: Path) -> None:
+    _kill_all(group)
+    try:
+        group.rmdir()
+    except OSError:
+        pass
 
 
 def _remove(folder: Path) -> None:
+    if not folder.is_dir():
+        return
     for child in folder.iterdir():
         if child.is_dir():
             _empty(child)

@@ -1,6 +1,6 @@
 """Run untrusted generated programs behind the isolation boundary (forge.eval.isolation).
 
-Each program runs in a fresh `python -I` with its source fed on standard input to a small
+Each program runs in a fresh `python -I -S` (the standard library only) with its source fed on standard input to a small
 bootstrap that sets its limits (CPU time, address space, file size, open files, processes) and
 then runs it. Standard output is discarded; standard error goes to a file (so the file-size
 limit also caps an output flood) whose last line is the failure shown. A program that runs past
@@ -11,13 +11,13 @@ program only; programs run in parallel workers.
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import subprocess
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 from forge.eval import isolation
 from forge.eval.isolation import BUBBLEWRAP, NAMESPACE, Limits
@@ -50,7 +50,7 @@ def run_program(program: str, timeout_s: float, memory_mb: int, limits: Optional
     limits = limits or Limits(timeout_s, memory_mb)
     level = level or isolation.level().name
     exe, _ = isolation.python()
-    command = [exe, "-I", "-c", BOOT.format(limits=limits.rlimits())]
+    command = [exe, "-I", "-S", "-c", BOOT.format(limits=limits.rlimits())]  # the standard library only
     if level == BUBBLEWRAP:
         command = [*isolation.bwrap_args(limits), "--", *command]
     elif level == NAMESPACE:
@@ -60,15 +60,23 @@ def run_program(program: str, timeout_s: float, memory_mb: int, limits: Optional
     with tempfile.TemporaryDirectory(prefix="forge-sandbox-") as cwd, open(os.path.join(cwd, "stderr"), "w+b") as err, \
             isolation.process_cap(limits.processes) as join:
         env = dict(isolation.ENV, HOME=cwd, TMPDIR=cwd)
+        # A session of its own, so that a timeout kills everything it started; its limits are set
+        # by the bootstrap (no preexec function but root's cgroup join: it makes the start slower).
         proc = subprocess.Popen(command, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
-                                preexec_fn=join or _session_limits(limits))
+                                start_new_session=join is None, preexec_fn=join)
+        # A timer kills it at the timeout; waiting with a timeout instead would poll (sleeps of up
+        # to 50 ms, more than a short program takes).
+        killed = threading.Event()
+        timer = threading.Timer(timeout_s, _kill, (proc, killed))
+        timer.start()
         try:
-            proc.communicate(program.encode(), timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-            return Outcome(False, "timeout")
+            proc.communicate(program.encode())
         except BrokenPipeError:  # it exited before reading all of its source
             proc.wait()
+        finally:
+            timer.cancel()
+        if killed.is_set():
+            return Outcome(False, "timeout")
         err.seek(max(0, err.seek(0, os.SEEK_END) - 4096))
         tail = err.read().decode(errors="replace").strip().splitlines()
     if proc.returncode == 0:
@@ -83,26 +91,14 @@ def run_programs(programs: list[str], timeout_s: float, memory_mb: int, workers:
         return list(pool.map(lambda p: run_program(p, timeout_s, memory_mb, limits, level), programs))
 
 
-def _session_limits(limits: Limits) -> Callable[[], None]:
-    """A session of its own (so a timeout kills what it started) and the limits set before the
-    interpreter (or bwrap) starts, as the bootstrap sets them again inside."""
-
-    def apply() -> None:
-        os.setsid()
-        for name, value in limits.rlimits().items():
-            if name != "RLIMIT_NPROC":  # counted over all of the user's processes outside a user namespace
-                resource.setrlimit(getattr(resource, name), (value, value))
-
-    return apply
-
-
-def _kill(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen, killed: threading.Event) -> None:
     """The program's session: bwrap, whose PID namespace dies with it, or the unisolated tree."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.communicate()
+    if proc.poll() is None:
+        killed.set()
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _exit_text(code: int) -> str:
