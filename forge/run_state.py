@@ -309,9 +309,32 @@ def _on_signal(signum: int, frame: Optional[FrameType]) -> None:
     if _ending:
         return
     _signalled.append(signum)
+    if _deferring and signum == signal.SIGTERM:
+        return  # the training loop stops at the next step boundary, after a checkpoint (stop_requested)
     if signum == signal.SIGINT:
         raise KeyboardInterrupt
     raise Stopped(signum)
+
+
+_deferring = False
+
+
+@contextmanager
+def stops_at_a_boundary() -> Iterator[None]:
+    """While the body runs, SIGTERM only asks the run to stop: the body checks `stop_requested`
+    where it can stop cleanly (a training step boundary: checkpoint saved, resume exact)."""
+    global _deferring
+    _deferring = True
+    try:
+        yield
+    finally:
+        _deferring = False
+    if stop_requested():
+        raise Stopped(signal.SIGTERM)
+
+
+def stop_requested() -> bool:
+    return signal.SIGTERM in _signalled
 
 
 @contextmanager

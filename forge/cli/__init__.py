@@ -41,6 +41,7 @@ class Command(NamedTuple):
 COMMANDS: dict[str, Command] = {
     "validate": Command("forge.cli.validate:main", "[overrides]", "compose and check the config, run nothing"),
     "dvc-yaml": Command("forge.cli.dvc_yaml:main", "", "print dvc.yaml as the stages declare it (forge dvc-yaml > dvc.yaml)"),
+    "runs": Command("forge.cli.runs:main", "start|status|ls|stop|metrics ...", "start runs detached, see, list and stop them, read their curves"),
 }
 # Commands spelled as a flag, recognised anywhere in the arguments and given all of them.
 FLAG_COMMANDS: dict[str, Command] = {

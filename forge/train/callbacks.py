@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from typing import Any, Optional
 
@@ -86,3 +87,18 @@ class StopAt(L.Callback):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.reached = dict(state["reached"])
+
+
+class StopOnRequest(L.Callback):
+    """`forge runs stop` (SIGTERM) ends training at the next optimizer step: the last checkpoint
+    is saved there, so `resume=RUN` continues exactly, and the run records "stopped"."""
+
+    def __init__(self, last_ckpt: Any) -> None:
+        self.last_ckpt = last_ckpt
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        from forge.run_state import Stopped, stop_requested
+
+        if stop_requested() and (batch_idx + 1) % trainer.accumulate_grad_batches == 0:
+            trainer.save_checkpoint(self.last_ckpt, weights_only=False)
+            raise Stopped(signal.SIGTERM)

@@ -19,6 +19,7 @@ from forge.curriculum.base import Curriculum
 from forge.data.loader import ResumableBatchSampler, ResumableLoader, SplitDataset
 from forge.data.prepare import load_meta
 from forge.errors import ForgeError, NonFiniteLossError
+from forge.run_state import stops_at_a_boundary
 from forge.models import count_parameters
 from forge.run_dir import RunPaths
 from forge.train.callbacks import StopAt, instantiate_callbacks
@@ -90,7 +91,8 @@ def fit(cfg: DictConfig, paths: RunPaths, build_module: Callable[[dict], L.Light
     datamodule = DataModule(paths.data, cfg.data.batch_size, cfg.eval.batch_size, cfg.seed, not module.causal, curriculum)
     start = time.perf_counter()
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        with stops_at_a_boundary():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
     except NonFiniteLossError as e:
         kept = f"the last good checkpoint is {paths.last_ckpt}" if paths.last_ckpt.exists() else "no checkpoint was saved yet"
         raise NonFiniteLossError(f"{e}; training stopped, {kept}. Lower optim.lr or set trainer.gradient_clip_val.") from None

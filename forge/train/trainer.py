@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from forge.errors import ForgeError
 from forge.run_dir import RunPaths
-from forge.train.callbacks import PlainProgress, Throughput
+from forge.train.callbacks import PlainProgress, StopOnRequest, Throughput
 from forge.train.checkpoint_io import AtomicCheckpointIO
 from forge.train.quiet import quiet_console
 
@@ -85,7 +85,7 @@ def build_trainer(
     clock = Throughput()
     tty = sys.stdout.isatty()
     progress = RichProgressBar() if tty else PlainProgress(t.log_every_n_steps, clock)
-    callbacks: list[Any] = [*extra_callbacks, last, best, clock, progress]
+    callbacks: list[Any] = [*extra_callbacks, last, best, clock, progress, StopOnRequest(paths.last_ckpt)]
     try:
         return L.Trainer(
             accelerator=t.accelerator,

@@ -1,0 +1,167 @@
+"""`forge runs`: start runs detached, see their state, list them, stop them, read their curves."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from forge.errors import ForgeError
+
+ACTIONS = ("start", "status", "ls", "stop", "metrics")
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in ACTIONS:
+        raise ForgeError(f"runs: give an action: {', '.join(ACTIONS)} (forge runs ACTION --help)")
+    action, rest = argv[0], argv[1:]
+    if action == "metrics":
+        from forge.runs.metrics import main as metrics
+
+        metrics(rest)
+        return
+    {"start": _start, "status": _status, "ls": _ls, "stop": _stop}[action](rest)
+
+
+def _start(argv: list[str]) -> None:
+    """Validate here (a bad config is one line, nothing started), then start detached."""
+    from forge.cli.run import _precheck
+    from forge.runs.launch import start
+
+    _precheck(argv, multirun=False)
+    run = start(argv)
+    print(run.name)
+    print(f"started in {run}: forge runs status {run.name}", flush=True)
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"forge runs {prog}")
+    parser.add_argument("--root", action="append", type=Path, help="where to look for runs (default: outputs, multirun, pipeline)")
+    parser.add_argument("--json", action="store_true")
+    return parser
+
+
+def _roots(args: argparse.Namespace) -> list[Path]:
+    from forge.runs.listing import default_roots
+
+    return args.root or default_roots()
+
+
+def _status(argv: list[str]) -> None:
+    from forge.runs.listing import describe, resolve
+
+    parser = _parser("status")
+    parser.add_argument("run")
+    parser.add_argument("--watch", type=float, nargs="?", const=2.0, help="refresh every N seconds until the run ends")
+    args = parser.parse_args(argv)
+    run = resolve(args.run, _roots(args))
+    while True:
+        info = _progress(run, describe(run))
+        print(json.dumps(info, indent=2) if args.json else _status_text(info), flush=True)
+        if not args.watch or info["status"] not in ("running", "starting"):
+            return
+        time.sleep(args.watch)
+
+
+def _progress(run: Path, info: dict) -> dict:
+    """Step out of total, the last values of each curve, pace and ETA (from the run's average pace)."""
+    from omegaconf import OmegaConf
+
+    try:
+        from forge.runs.metrics import series
+        curves = series(run)
+    except ForgeError:
+        curves = {}
+    last = {name: points[-1][1] for name, points in curves.items() if points}
+    step = max((points[-1][0] for points in curves.values() if points), default=None)
+    total = None
+    if (run / "config.yaml").exists():
+        total = OmegaConf.load(run / "config.yaml").get("trainer", {}).get("max_steps")
+    info.update(step=step, total_steps=total, last=last)
+    if info["status"] == "running" and step and total and info["started"]:
+        elapsed = (datetime.now(timezone.utc) - datetime.fromisoformat(info["started"])).total_seconds()
+        info["steps_per_second"] = round(step / elapsed, 3)
+        info["eta_seconds"] = round((total - step) * elapsed / step)
+    return info
+
+
+def _status_text(info: dict) -> str:
+    lines = [f"{info['run']}: {info['status']}" + (f" (exit code {info['exit_code']})" if info["exit_code"] is not None else "")]
+    if info.get("stage"):
+        lines.append(f"  stage      {info['stage']} (done: {', '.join(info['stages_done']) or 'none'})")
+    if info.get("step") is not None:
+        lines.append(f"  step       {info['step']}" + (f" / {info['total_steps']}" if info.get("total_steps") else ""))
+    if "eta_seconds" in info:
+        lines.append(f"  pace       {info['steps_per_second']} steps/s since the start; ETA {info['eta_seconds']} s")
+    for name, value in sorted(info.get("last", {}).items()):
+        lines.append(f"  {name:<24} {value:.6g}")
+    for name, value in sorted(info["metrics"].items()):
+        lines.append(f"  {name:<24} {value:.6g}")
+    if info.get("error"):
+        lines.append(f"  error      {info['error']}")
+    return "\n".join(lines)
+
+
+def _ls(argv: list[str]) -> None:
+    from forge.runs.listing import describe, find_runs, select, since
+
+    parser = _parser("ls")
+    parser.add_argument("--status", choices=("starting", "running", "finished", "failed", "stopped", "died"))
+    parser.add_argument("--recipe")
+    parser.add_argument("--since", help="45m, 2h, 3d or an ISO date")
+    parser.add_argument("--where", action="append", help="a metric condition, e.g. 'test/exact_match>0.9' (repeatable)")
+    parser.add_argument("--sort-by", help="a metric, highest first")
+    parser.add_argument("--limit", type=int, default=50)
+    parser.add_argument("--offset", type=int, default=0)
+    args = parser.parse_args(argv)
+    rows = [describe(run) for run in find_runs(_roots(args))]
+    rows = select(rows, args.status, args.recipe, since(args.since) if args.since else None, args.where, args.sort_by)
+    page = rows[args.offset : args.offset + args.limit]
+    if args.json:
+        print(json.dumps(page, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{len(rows)} runs" + (f" (showing {args.offset + 1}-{args.offset + len(page)})" if len(page) < len(rows) else ""))
+    for column in ("run", "status", "stage", "recipe", "started", args.sort_by or "test metric"):
+        table.add_column(column)
+    for r in page:
+        metric = args.sort_by or next((k for k in sorted(r["metrics"]) if k.startswith("test/")), None)
+        value = r["metrics"].get(metric) if metric else None
+        table.add_row(r["run"], r["status"], r["stage"] or ",".join(r["stages_done"][-1:]), r["recipe"] or "",
+                      r["started"] or "", "" if value is None else f"{metric}={value:.4g}" if not args.sort_by else f"{value:.4g}")
+    Console().print(table)
+
+
+def _stop(argv: list[str]) -> None:
+    from forge.runs.launch import LAUNCH_FILE
+    from forge.runs.listing import describe, resolve
+
+    parser = _parser("stop")
+    parser.add_argument("run")
+    parser.add_argument("--force", action="store_true", help="SIGKILL: no checkpoint, state 'died'")
+    parser.add_argument("--wait", type=float, default=120.0, help="seconds to wait for it to end")
+    args = parser.parse_args(argv)
+    run = resolve(args.run, _roots(args))
+    info = describe(run)
+    if info["status"] not in ("running", "starting"):
+        raise ForgeError(f"runs stop: {run} is {info['status']}, not running")
+    pid = info["pid"] if info["status"] == "running" else json.loads((run / LAUNCH_FILE).read_text()).get("pid")
+    if not pid:
+        raise ForgeError(f"runs stop: {run} has not started its process yet; try again in a second")
+    try:
+        os.kill(pid, signal.SIGKILL if args.force else signal.SIGTERM)
+    except ProcessLookupError:
+        raise ForgeError(f"runs stop: the process of {run} (pid {pid}) is gone; forge runs status {run.name}") from None
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        info = describe(run)
+        if info["status"] not in ("running", "starting") and (info["exit_code"] is not None or not (run / LAUNCH_FILE).exists()):
+            break
+        time.sleep(0.2)
+    print(f"{run}: {info['status']}" + (f" (exit code {info['exit_code']})" if info["exit_code"] is not None else ""))
