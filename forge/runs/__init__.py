@@ -1,0 +1,1 @@
+"""Operating runs: start, status, metrics, ls, stop, report."""
