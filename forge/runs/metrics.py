@@ -90,6 +90,8 @@ def sparkline(values: Sequence[float]) -> str:
 
 def main(argv: list[str]) -> None:
     args = _parser().parse_intermixed_args(argv)
+    if args.run is None:
+        raise ForgeError(f"the following arguments are required: RUN. Usage: {USAGE}")
     run_dir = Path(args.run)
     if not run_dir.is_dir():
         raise ForgeError(f"no run directory at '{run_dir}': RUN is the folder a run wrote (its hydra.run.dir, e.g. outputs/DATE/TIME).")
@@ -124,8 +126,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="forge runs metrics", description="A run's logged curves: summary statistics and a sparkline per metric.")
-    p.add_argument("run", metavar="RUN", help="the run directory")
+    p = _Parser(prog="forge runs metrics", usage=USAGE, description="A run's logged curves: summary statistics and a sparkline per metric.")
+    # RUN is optional to argparse only because parse_intermixed_args (which lets flags come
+    # between names) would otherwise report a missing RUN as "RUN, NAME"; main requires it.
+    p.add_argument("run", metavar="RUN", nargs="?", help="the run directory")
     p.add_argument("names", metavar="NAME", nargs="*", help="metrics to show (all by default), e.g. train/loss")
     p.add_argument("--every", type=int, metavar="N", help="keep every Nth point of each curve, and the last; the summary is of every point")
     p.add_argument("--json", action="store_true", help="print {name: {points, summary, from}} as JSON")
@@ -234,4 +238,4 @@ def _write_plot(path: Path, curves: dict[str, Curve]) -> None:
         with atomic.atomic_open(path, "wb") as f:
             f.write(chart.render(curves))
     except OSError as e:
-        raise ForgeError(f"cannot write the plot to '{path}': {e.strerror}. Pass --plot a path in an existing, writable folder.") from None
+        raise ForgeError(f"cannot write the plot to '{path}': {e.strerror}. Pass --plot the path of a PNG file to write.") from None
