@@ -46,6 +46,10 @@ def test_start_returns_at_once_and_two_starts_never_share_a_directory(tmp_path: 
         info = wait(run, lambda i: i["status"] == "finished" and i["exit_code"] is not None)
         assert info["exit_code"] == 0 and info["recipe"] == "quickstart" and "test/exact_match" in info["metrics"]
     assert sorted(find_runs([Path("outputs")])) == sorted([first, second])
+    status = run_forge("runs", "status", first.name, cwd=tmp_path).stdout.splitlines()
+    assert status[0] == f"{first}: finished (exit code 0)" and status[1] == "  step       19 / 20"
+    curves = json.loads(run_forge("runs", "metrics", first.name, "train/loss", "--json", cwd=tmp_path).stdout)
+    assert list(curves) == ["train/loss"] and curves["train/loss"]["summary"]["count"] == 4
 
 
 def test_cli_start_validates_before_it_starts_anything(tmp_path: Path) -> None:

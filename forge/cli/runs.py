@@ -19,9 +19,12 @@ def main(argv: list[str]) -> None:
     if not argv or argv[0] not in ACTIONS:
         raise ForgeError(f"runs: give an action: {', '.join(ACTIONS)} (forge runs ACTION --help)")
     action, rest = argv[0], argv[1:]
-    if action == "metrics":
+    if action == "metrics":  # RUN given by name or path, the rest as `forge.runs.metrics` reads it
+        from forge.runs.listing import default_roots, resolve
         from forge.runs.metrics import main as metrics
 
+        if rest and not rest[0].startswith("-") and not Path(rest[0]).is_dir():
+            rest = [str(resolve(rest[0], default_roots())), *rest[1:]]
         metrics(rest)
         return
     {"start": _start, "status": _status, "ls": _ls, "stop": _stop}[action](rest)
