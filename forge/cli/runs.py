@@ -31,12 +31,27 @@ def main(argv: list[str]) -> None:
 
 
 def _start(argv: list[str]) -> None:
-    """Validate here (a bad config is one line, nothing started), then start detached."""
-    from forge.cli.run import _precheck
-    from forge.runs.launch import start
+    """Validate here (a bad config is one line, nothing started), estimate, then start detached."""
+    import sys
 
-    _precheck(argv, multirun=False)
-    run = start(argv)
+    from forge.cli.run import _precheck
+    from forge.runs.estimate import estimate, text
+    from forge.runs.launch import start
+    from forge.runs.listing import default_roots
+
+    parser = argparse.ArgumentParser(prog="forge runs start", usage="forge runs start [--yes] [--price-per-hour P] [--max-hours H] OVERRIDES")
+    parser.add_argument("--yes", action="store_true", help="start even when the estimate is over --max-hours")
+    parser.add_argument("--price-per-hour", type=float, help="the machine's price, for the cost in the estimate")
+    parser.add_argument("--max-hours", type=float, default=12.0, help="ask before starting a run estimated longer than this")
+    args, overrides = parser.parse_known_args(argv)
+    cfg = _precheck(overrides, multirun=False)[0]
+    recipe = next((o.split("=", 1)[1] for o in overrides if o.startswith("+recipe=")), None)
+    found = estimate(cfg, default_roots(), recipe, args.price_per_hour)
+    print(text(found), flush=True)
+    if found["seconds"] is not None and found["seconds"] > args.max_hours * 3600 and not args.yes:
+        if not sys.stdin.isatty() or input(f"over --max-hours {args.max_hours:g}; start anyway? [y/N] ").strip().lower() != "y":
+            raise ForgeError(f"runs start: the estimate is over --max-hours {args.max_hours:g}; add --yes to start it anyway")
+    run = start(overrides)
     print(run.name)
     print(f"started in {run}: forge runs status {run.name}", flush=True)
 
