@@ -148,3 +148,11 @@ def test_the_estimate_uses_this_machines_pace_for_the_same_model_and_batch(tmp_p
     assert refused.returncode == 1 and refused.stdout.startswith("estimate: 1,000,000 steps of 128 examples; duration about 5h33m")
     assert refused.stderr.strip() == "forge: error: runs start: the estimate is over --max-hours 1; add --yes to start it anyway"
     assert not (root / "runs").exists(), "nothing started"
+
+
+def test_a_run_submitted_through_submitit_runs_and_records_its_exit_code(tmp_path: Path, cache: Path) -> None:
+    """submitit's local executor runs the job as a SLURM node would (`--launcher slurm` on a cluster)."""
+    proc = run_forge("runs", "start", "--launcher", "local", *tiny(cache), cwd=tmp_path)
+    run = tmp_path / "outputs" / "runs" / proc.stdout.splitlines()[1]
+    info = wait(run, lambda i: i["exit_code"] is not None, timeout=180)
+    assert info["status"] == "finished" and info["exit_code"] == 0 and json.loads((run / "launch.json").read_text())["job_id"]

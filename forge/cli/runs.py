@@ -36,13 +36,15 @@ def _start(argv: list[str]) -> None:
 
     from forge.cli.run import _precheck
     from forge.runs.estimate import estimate, text
-    from forge.runs.launch import start
+    from forge.runs.launch import start, submit
     from forge.runs.listing import default_roots
 
     parser = argparse.ArgumentParser(prog="forge runs start", usage="forge runs start [--yes] [--price-per-hour P] [--max-hours H] OVERRIDES")
     parser.add_argument("--yes", action="store_true", help="start even when the estimate is over --max-hours")
     parser.add_argument("--price-per-hour", type=float, help="the machine's price, for the cost in the estimate")
     parser.add_argument("--max-hours", type=float, default=12.0, help="ask before starting a run estimated longer than this")
+    parser.add_argument("--launcher", choices=("process", "slurm", "local"), default="process",
+                        help="process: a detached process here; slurm: a SLURM job (submitit); local: submitit's local executor")
     args, overrides = parser.parse_known_args(argv)
     cfg = _precheck(overrides, multirun=False)[0]
     recipe = next((o.split("=", 1)[1] for o in overrides if o.startswith("+recipe=")), None)
@@ -51,7 +53,7 @@ def _start(argv: list[str]) -> None:
     if found["seconds"] is not None and found["seconds"] > args.max_hours * 3600 and not args.yes:
         if not sys.stdin.isatty() or input(f"over --max-hours {args.max_hours:g}; start anyway? [y/N] ").strip().lower() != "y":
             raise ForgeError(f"runs start: the estimate is over --max-hours {args.max_hours:g}; add --yes to start it anyway")
-    run = start(overrides)
+    run = start(overrides) if args.launcher == "process" else submit(overrides, args.launcher)
     print(run.name)
     print(f"started in {run}: forge runs status {run.name}", flush=True)
 

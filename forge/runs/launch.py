@@ -5,6 +5,7 @@ starts the run, waits for it and writes its exit code to `DIR/exit.json`, so a r
 without writing its end (SIGKILL, out of memory) is still told apart from one that is running:
 the run itself keeps `run.json` with its pid and heartbeat (forge.run_state). Each run gets a
 new directory under `outputs/runs/`, made with an exclusive create, so two starts never share one.
+`--launcher slurm` submits the same supervisor as a SLURM job through submitit instead.
 """
 
 from __future__ import annotations
@@ -47,6 +48,22 @@ def start(overrides: list[str], root: Path = RUNS_DIR) -> Path:
     with open(run / LOG_FILE, "ab") as log:
         subprocess.Popen([sys.executable, "-m", "forge.runs.launch", str(run.resolve()), "--", *argv],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+    return run
+
+
+def submit(overrides: list[str], cluster: str, root: Path = RUNS_DIR) -> Path:
+    """Submit `forge OVERRIDES` as a job through submitit: `slurm` on a cluster (the job runs the
+    same supervisor, so the run records its exit code the same way), `local` on this machine
+    (submitit's local executor, which runs the job the way a cluster node would)."""
+    import submitit
+
+    run = new_run_dir(root)
+    argv = [*overrides, f"hydra.run.dir={run.resolve()}"]
+    atomic.write_json(run / LAUNCH_FILE, {"argv": argv, "started": now(), "cwd": os.getcwd(), "launcher": cluster})
+    executor = submitit.AutoExecutor(folder=run / "submitit", cluster=cluster)
+    executor.update_parameters(name=f"forge-{run.name}", timeout_min=60 * 24 * 7)
+    job = executor.submit(supervise, run.resolve(), argv)
+    atomic.write_json(run / LAUNCH_FILE, {**json.loads((run / LAUNCH_FILE).read_text()), "job_id": str(job.job_id)})
     return run
 
 
