@@ -23,6 +23,7 @@ import contextlib
 import fcntl
 import io
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -202,11 +203,16 @@ def _store(repo: Repo, name: str, model: Path, meta: dict[str, Any]) -> list[str
     files = repo.files(name)
     with atomic.atomic_dir(files) as tmp:
         shutil.copytree(model, tmp, dirs_exist_ok=True)
+    dvc_log = logging.getLogger("dvc")
+    level = dvc_log.level
+    dvc_log.setLevel(logging.WARNING)  # not DVC's "git add ..." hints: forge commits the files itself
     try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), DvcRepo(str(repo.dvc)) as dvc:
+        with contextlib.redirect_stdout(io.StringIO()), DvcRepo(str(repo.dvc)) as dvc:
             dvc.add(str(files))
     except DvcException as e:
         raise ForgeError(f"models register: dvc add {files} failed: {e}") from e
+    finally:
+        dvc_log.setLevel(level)
     atomic.write_json(repo.meta_file(name), meta)
     _annotate(repo, name)
     paths = [files.with_suffix(".dvc"), files.parent / ".gitignore", repo.meta_file(name), repo.git / ARTIFACTS_FILE]

@@ -39,7 +39,7 @@ def _register(argv: list[str]) -> None:
 def _run(name: str) -> Path:
     """A run given as a path, or by name under the project's run folders."""
     path = Path(name)
-    if path.is_dir():
+    if path.is_dir() or len(path.parts) > 1:
         return path
     from forge.runs.listing import default_roots, resolve
 
