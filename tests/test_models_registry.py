@@ -4,7 +4,10 @@ on fake finished runs (what a run leaves behind; no training needed)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -168,3 +171,33 @@ def test_a_commit_without_its_tag_is_no_version(repo: Path) -> None:
     assert registry.names(registry.Repo()) == []
     assert registry.register(make_run(repo, "b", 0.4), "coder") == "coder@v0.0.1"
     assert json.loads(git(repo, "show", "coder@v0.0.1:models/coder.json"))["data_fingerprint"] == "fp-b"
+
+
+KILL = """
+import os, signal, sys
+from pathlib import Path
+from forge import registry
+point = sys.argv[1]
+def killed(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+setattr(registry, point, killed)
+registry.register(Path("outputs/b"), "coder")
+"""
+
+
+@pytest.mark.parametrize("point", ["_store", "_annotate", "_gto"])
+def test_a_register_killed_midway_leaves_no_version_and_the_next_one_completes(repo: Path, point: str) -> None:
+    """SIGKILL before the files are stored, midway (copied and `dvc add`ed, not annotated nor
+    committed), and after the commit (before the tag): the registry still holds v0.0.1 only, and
+    registering again gives a whole v0.0.2."""
+    registry.register(make_run(repo, "a", 0.5), "coder")
+    make_run(repo, "b", 0.4)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", KILL, point], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    r = registry.Repo()
+    assert [v["version"] for v in registry.versions(r, "coder")] == ["v0.0.1"]
+    assert registry.register(repo / "outputs" / "b", "coder") == "coder@v0.0.2"
+    assert json.loads(git(repo, "show", "coder@v0.0.2:models/coder.json"))["data_fingerprint"] == "fp-b"
+    assert json.loads(git(repo, "show", "coder@v0.0.1:models/coder.json"))["data_fingerprint"] == "fp-a"
+    assert git(repo, "status", "--porcelain") == ""
