@@ -86,7 +86,8 @@ def register(run: Path, name: str, cwd: Path = Path(".")) -> str:
         raise ForgeError(f"models register: run {run} has no exported model ({model} is missing); run its export stage first (stage=export hydra.run.dir={run})")
     with repo.lock():
         version = _next_version(repo, name)
-        meta = {"name": name, "version": version, "run": str(run.resolve()), **provenance(run),
+        where = run.resolve()  # inside the project: relative, so it reads the same in every clone
+        meta = {"name": name, "version": version, "run": str(where.relative_to(repo.git) if where.is_relative_to(repo.git) else where), **provenance(run),
                 "files": sorted(str(p.relative_to(model)) for p in model.rglob("*") if p.is_file())}
         paths = _store(repo, name, model, meta)
         _git(["add", "--", *paths], repo.git)

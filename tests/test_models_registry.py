@@ -69,6 +69,7 @@ def test_register_twice_then_deploy_and_rollback(repo: Path, capsys: pytest.Capt
     assert meta["config"] == {"seed": 7, "optim": {"lr": 0.5}}
     assert meta["data_fingerprint"] == "fp-run-a"
     assert meta["files"] == ["adapter/weights.bin"]
+    assert meta["run"] == "outputs/run-a"
     assert git(repo, "show", "coder@v0.0.2:models/.gitignore").splitlines() == ["/coder"]
     assert "outs:" in git(repo, "show", "coder@v0.0.2:models/coder.dvc")
     assert (repo / "models" / "coder" / "adapter" / "weights.bin").read_bytes() == b"run-b"
