@@ -1,0 +1,126 @@
+"""`forge models`: register a run's exported model as a version, list versions and their stages,
+assign a version to a stage, and roll a stage back (forge.registry: GTO tags, DVC-tracked files)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from forge.errors import ForgeError
+
+ACTIONS = ("register", "ls", "versions", "deploy", "rollback")
+SHOWN_METRICS = 4  # metrics per version in the tables (--json has all)
+
+
+def main(argv: list[str]) -> None:
+    if not argv or argv[0] not in ACTIONS:
+        raise ForgeError(f"models: give an action: {', '.join(ACTIONS)} (forge models ACTION --help)")
+    {"register": _register, "ls": _ls, "versions": _versions, "deploy": _deploy, "rollback": _rollback}[argv[0]](argv[1:])
+
+
+def _parser(action: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(prog=f"forge models {action}")
+
+
+def _register(argv: list[str]) -> None:
+    from forge.registry import register
+
+    parser = _parser("register")
+    parser.add_argument("run", help="a run directory, or a run's name (forge runs ls)")
+    parser.add_argument("--name", required=True, help="the model's name: versions are NAME@vX.Y.Z")
+    args = parser.parse_args(argv)
+    spec = register(_run(args.run), args.name)
+    print(spec)
+    print(f"registered: share it with `git push --tags && dvc push`; deploy with `forge models deploy {spec} --stage prod`")
+
+
+def _run(name: str) -> Path:
+    """A run given as a path, or by name under the project's run folders."""
+    path = Path(name)
+    if path.is_dir() or len(path.parts) > 1:
+        return path
+    from forge.runs.listing import default_roots, resolve
+
+    return resolve(name, default_roots())
+
+
+def _ls(argv: list[str]) -> None:
+    from forge.registry import Repo, assigned, names, versions
+
+    parser = _parser("ls")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    repo = Repo()
+    rows = []
+    for name in names(repo):
+        found = versions(repo, name)
+        latest = found[-1] if found else {}
+        rows.append({"name": name, "latest": latest.get("version"), "versions": len(found), "stages": assigned(repo, name),
+                     "metrics": latest.get("metrics", {})})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        print("no models registered; forge models register RUN --name NAME")
+        return
+    print(f"{'name':<20} {'latest':<10} {'versions':>8}  {'stages':<24} metrics of latest")
+    for r in rows:
+        stages = ", ".join(f"{s}={v}" for s, v in sorted(r["stages"].items())) or "-"
+        print(f"{r['name']:<20} {r['latest']:<10} {r['versions']:>8}  {stages:<24} {_metrics(r['metrics'])}")
+
+
+def _versions(argv: list[str]) -> None:
+    from forge.registry import Repo, history, versions
+
+    parser = _parser("versions")
+    parser.add_argument("name")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    repo = Repo()
+    found, moves = versions(repo, args.name), history(repo, args.name)
+    if args.json:
+        print(json.dumps({"name": args.name, "versions": found, "history": moves}, indent=2))
+        return
+    print(f"{'version':<10} {'registered':<26} {'stages':<14} {'data':<14} metrics")
+    for v in found:
+        print(f"{v['version']:<10} {v['registered']:<26} {', '.join(v['stages']) or '-':<14} "
+              f"{(v['data_fingerprint'] or '-')[:12]:<14} {_metrics(v['metrics'])}")
+        print(f"{'':<10} run {v['run']}")
+    print("history:" if moves else "history: no stage assigned yet")
+    for m in moves:
+        print(f"  {m['time']}  {m['stage']:<10} {m['version'] or '(unassigned)':<10} {m['tag']}")
+
+
+def _deploy(argv: list[str]) -> None:
+    from forge.registry import deploy
+
+    parser = _parser("deploy")
+    parser.add_argument("spec", metavar="NAME@vX.Y.Z")
+    parser.add_argument("--stage", required=True, help="the stage to assign, e.g. prod")
+    args = parser.parse_args(argv)
+    before, version = deploy(args.spec, args.stage)
+    name = args.spec.split("@")[0]
+    if before == version:
+        print(f"{name} {version} is already in {args.stage}; nothing changed")
+    else:
+        print(f"{name} {version} -> {args.stage}" + (f" (was {before}; forge models rollback {name} --stage {args.stage} undoes it)" if before else ""))
+
+
+def _rollback(argv: list[str]) -> None:
+    from forge.registry import rollback
+
+    parser = _parser("rollback")
+    parser.add_argument("name")
+    parser.add_argument("--stage", default="prod")
+    parser.add_argument("--to", metavar="vX.Y.Z", help="the version to go back to (default: the one assigned before the current)")
+    args = parser.parse_args(argv)
+    before, after = rollback(args.name, args.stage, args.to)
+    print(f"{args.name} {args.stage}: {before} -> {after}")
+
+
+def _metrics(metrics: dict[str, Any]) -> str:
+    shown = sorted(metrics.items())[:SHOWN_METRICS]
+    more = len(metrics) - len(shown)
+    return "  ".join(f"{k}={v:.4g}" for k, v in shown) + (f"  (+{more})" if more > 0 else "") if metrics else "-"
