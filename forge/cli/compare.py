@@ -22,6 +22,9 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     if not 0 < args.alpha < 1:
         parser.error(f"--alpha must be between 0 and 1, not {args.alpha:g}")
+    from forge.runs.listing import default_roots, resolve
+
+    args.a, args.b = (run if run.is_dir() or "/" in str(run) else resolve(str(run), default_roots()) for run in (args.a, args.b))
     file_a, a = humaneval_outcomes(args.a, args.model, args.prompt)
     file_b, b = humaneval_outcomes(args.b, args.model, args.prompt)
     comparison = compare_pass_fail(*paired(a, b, (str(args.a), str(args.b))), alpha=args.alpha)
