@@ -12,7 +12,7 @@ from pathlib import Path
 
 from forge.errors import ForgeError
 
-ACTIONS = ("start", "status", "ls", "stop", "metrics")
+ACTIONS = ("start", "status", "ls", "stop", "metrics", "report")
 
 
 def main(argv: list[str]) -> None:
@@ -27,7 +27,7 @@ def main(argv: list[str]) -> None:
             rest = [str(resolve(rest[0], default_roots())), *rest[1:]]
         metrics(rest)
         return
-    {"start": _start, "status": _status, "ls": _ls, "stop": _stop}[action](rest)
+    {"start": _start, "status": _status, "ls": _ls, "stop": _stop, "report": _report}[action](rest)
 
 
 def _start(argv: list[str]) -> None:
@@ -185,3 +185,29 @@ def _stop(argv: list[str]) -> None:
             break
         time.sleep(0.2)
     print(f"{run}: {info['status']}" + (f" (exit code {info['exit_code']})" if info["exit_code"] is not None else ""))
+
+
+def _report(argv: list[str]) -> None:
+    """One self-contained HTML page (no network needed) of the runs given, or the newest ones."""
+    from forge import atomic
+    from forge.runs.listing import describe, find_runs, resolve, select
+    from forge.runs.report import build
+
+    parser = _parser("report")
+    parser.add_argument("runs", nargs="*", help="runs by name or path (default: the --last newest)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("report.html"))
+    parser.add_argument("--last", type=int, default=5)
+    parser.add_argument("--model", action="append", default=[], help="a registered model whose versions and stages to show")
+    args = parser.parse_args(argv)
+    roots = _roots(args)
+    runs = [resolve(r, roots) for r in args.runs] or [Path(r["run"]) for r in select([describe(r) for r in find_runs(roots)])[: args.last]]
+    if not runs:
+        raise ForgeError(f"runs report: no runs under {', '.join(str(r) for r in roots)}")
+    models = []
+    if args.model:
+        from forge import registry
+
+        repo = registry.Repo()
+        models = [{"name": m, "versions": registry.versions(repo, m), "history": registry.history(repo, m)} for m in args.model]
+    atomic.write_text(args.output, build(runs, models))
+    print(f"{args.output}: {len(runs)} run(s)")

@@ -49,6 +49,39 @@ def render(curves: Mapping[str, Curve]) -> bytes:
     return encode(img)
 
 
+def overlay(name: str, curves: Sequence[Curve]) -> bytes:
+    """One panel of `name` with several runs' curves on one scale, in the palette's order (the
+    page that shows it names the runs in the same colours)."""
+    img = np.full((PANEL, WIDTH, 3), 255, np.uint8)
+    left, y0, right, y1 = plot_box(0)
+    img[y0, left:right + 1] = img[y1, left:right + 1] = _FRAME
+    img[y0:y1 + 1, left] = img[y0:y1 + 1, right] = _FRAME
+    _text(img, left, 6, name, _INK)
+    points = [[(s, v) for s, v in c if math.isfinite(v)] for c in curves]
+    every = [p for c in points for p in c]
+    if not every:
+        return encode(img)
+    lo, hi = min(v for _, v in every), max(v for _, v in every)
+    first, last = min(s for s, _ in every), max(s for s, _ in every)
+    for i, c in enumerate(points):
+        if c:
+            xs = _scale(np.array([s for s, _ in c], float), first, last, left + 2, right - 2)
+            ys = _scale(np.array([v for _, v in c], float), lo, hi, y1 - 2, y0 + 2)
+            _polyline(img, xs, ys, np.array(_COLORS[i % len(_COLORS)], np.uint8))
+    if hi == lo:  # flat: one label, beside the line
+        _text(img, left - 6, (y0 + y1) // 2 - 5 * _SCALE // 2, f"{hi:.4g}", _INK, align_right=True)
+    else:
+        _text(img, left - 6, y0, f"{hi:.4g}", _INK, align_right=True)
+        _text(img, left - 6, y1 - 5 * _SCALE, f"{lo:.4g}", _INK, align_right=True)
+    _text(img, left, y1 + 6, str(first), _INK)
+    _text(img, right, y1 + 6, str(last), _INK, align_right=True)
+    return encode(img)
+
+
+def color(i: int) -> str:
+    return "#%02x%02x%02x" % _COLORS[i % len(_COLORS)]
+
+
 def encode(img: np.ndarray) -> bytes:
     """An 8-bit RGB image (height, width, 3) as PNG bytes: every row unfiltered, one IDAT chunk."""
     height, width, _ = img.shape
