@@ -102,3 +102,11 @@ class StopOnRequest(L.Callback):
         if stop_requested() and (batch_idx + 1) % trainer.accumulate_grad_batches == 0:
             trainer.save_checkpoint(self.last_ckpt, weights_only=False)
             raise Stopped(signal.SIGTERM)
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        """Lightning sees the SIGTERM too and may stop first, between two steps (during validation):
+        the checkpoint is saved there all the same."""
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.last_ckpt, weights_only=False)

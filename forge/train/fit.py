@@ -5,12 +5,14 @@ The caller (the train stage) says which module: `fit` works the same for every m
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from pathlib import Path
 from typing import Callable, Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
@@ -19,9 +21,9 @@ from forge.curriculum.base import Curriculum
 from forge.data.loader import ResumableBatchSampler, ResumableLoader, SplitDataset
 from forge.data.prepare import load_meta
 from forge.errors import ForgeError, NonFiniteLossError
-from forge.run_state import stops_at_a_boundary
 from forge.models import count_parameters
 from forge.run_dir import RunPaths
+from forge.run_state import Stopped, stops_at_a_boundary
 from forge.train.callbacks import StopAt, instantiate_callbacks
 from forge.train.loggers import build_loggers
 from forge.train.trainer import build_trainer
@@ -92,7 +94,10 @@ def fit(cfg: DictConfig, paths: RunPaths, build_module: Callable[[dict], L.Light
     start = time.perf_counter()
     try:
         with stops_at_a_boundary():
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+            try:
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+            except SIGTERMException:  # Lightning's own stop on SIGTERM (a SystemExit with code 0): a stop
+                raise Stopped(signal.SIGTERM) from None
     except NonFiniteLossError as e:
         kept = f"the last good checkpoint is {paths.last_ckpt}" if paths.last_ckpt.exists() else "no checkpoint was saved yet"
         raise NonFiniteLossError(f"{e}; training stopped, {kept}. Lower optim.lr or set trainer.gradient_clip_val.") from None
