@@ -202,3 +202,30 @@ def test_a_register_killed_midway_leaves_no_version_and_the_next_one_completes(r
     assert json.loads(git(repo, "show", "coder@v0.0.2:models/coder.json"))["data_fingerprint"] == "fp-b"
     assert json.loads(git(repo, "show", "coder@v0.0.1:models/coder.json"))["data_fingerprint"] == "fp-a"
     assert git(repo, "status", "--porcelain") == ""
+
+
+def humaneval(run: Path, model: str, passed: list[bool]) -> None:
+    (run / "humaneval").mkdir(exist_ok=True)
+    (run / "humaneval" / f"{model}.completion.jsonl").write_text(
+        "".join(json.dumps({"task_id": f"HumanEval/{i}", "sample": 0, "completion": "", "passed": p, "status": "x"}) + "\n"
+                for i, p in enumerate(passed)))
+
+
+def test_models_test_recommends_deploying_only_a_detectable_gain(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    strong, weak = make_run(repo, "strong", 0.3), make_run(repo, "weak", 0.5)
+    humaneval(strong, "base", [False] * 60 + [True] * 20)
+    humaneval(strong, "fine-tuned", [True] * 60 + [True] * 20)  # 60 problems gained, none lost
+    humaneval(weak, "fine-tuned", [False] * 59 + [True] * 21)
+    main(["register", str(strong), "--name", "coder"])
+    main(["register", str(weak), "--name", "coder"])
+    capsys.readouterr()
+    main(["test", "coder@v0.0.1", "--json"])
+    first = json.loads(capsys.readouterr().out)
+    assert first["deploy"] is True and first["against"] == "base" and first["test/loss"] == 0.3
+    assert first["recommendation"].startswith("deploy: coder@v0.0.1 beats base (pass@1 1.000 vs 0.250, p=")
+    main(["test", "coder@v0.0.2", "--against", "coder@v0.0.1"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0] == "held-out loss: coder@v0.0.2 0.5, coder@v0.0.1 0.3"
+    assert out[-1].startswith("do not deploy: coder@v0.0.2 is not shown better than coder@v0.0.1 (pass@1 0.263 vs 1.000")
+    with pytest.raises(ForgeError, match="^models test: coder@v0.0.9 is not a registered version; forge models versions coder$"):
+        main(["test", "coder@v0.0.9"])

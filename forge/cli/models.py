@@ -10,14 +10,14 @@ from typing import Any
 
 from forge.errors import ForgeError
 
-ACTIONS = ("register", "ls", "versions", "deploy", "rollback")
+ACTIONS = ("register", "ls", "versions", "test", "deploy", "rollback")
 SHOWN_METRICS = 4  # metrics per version in the tables (--json has all)
 
 
 def main(argv: list[str]) -> None:
     if not argv or argv[0] not in ACTIONS:
         raise ForgeError(f"models: give an action: {', '.join(ACTIONS)} (forge models ACTION --help)")
-    {"register": _register, "ls": _ls, "versions": _versions, "deploy": _deploy, "rollback": _rollback}[argv[0]](argv[1:])
+    {"register": _register, "ls": _ls, "versions": _versions, "test": _test, "deploy": _deploy, "rollback": _rollback}[argv[0]](argv[1:])
 
 
 def _parser(action: str) -> argparse.ArgumentParser:
@@ -124,3 +124,50 @@ def _metrics(metrics: dict[str, Any]) -> str:
     shown = sorted(metrics.items())[:SHOWN_METRICS]
     more = len(metrics) - len(shown)
     return "  ".join(f"{k}={v:.4g}" for k, v in shown) + (f"  (+{more})" if more > 0 else "") if metrics else "-"
+
+
+def _test(argv: list[str]) -> None:
+    """A version against another (or its own base model) on the same HumanEval problems: the
+    held-out loss of each, the paired comparison (forge.compare) and a one-line recommendation."""
+    import json
+
+    from forge import registry
+    from forge.compare import B_BETTER, compare_pass_fail, format_table, humaneval_outcomes, paired
+
+    parser = _parser("test")
+    parser.add_argument("spec", help="NAME@vX.Y.Z")
+    parser.add_argument("--against", default="base", help="NAME@vX.Y.Z, or base: the model it was fine-tuned from (default)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    repo = registry.Repo()
+
+    def version(spec: str) -> dict:
+        name, number = registry.parse_spec(spec)
+        found = next((v for v in registry.versions(repo, name) if v["version"] == number), None)
+        if found is None:
+            raise ForgeError(f"models test: {spec} is not a registered version; forge models versions {name}")
+        return found
+
+    candidate = version(args.spec)
+    run = repo.git / candidate["run"]
+    if args.against == "base":
+        other, other_run, other_model = "base", run, "base"
+        other_loss = candidate["metrics"].get("base/test/loss")
+    else:
+        against = version(args.against)
+        other, other_run, other_model, other_loss = args.against, repo.git / against["run"], "fine-tuned", against["metrics"].get("test/loss")
+    _, a = humaneval_outcomes(other_run, other_model)
+    _, b = humaneval_outcomes(run, "fine-tuned")
+    comparison = compare_pass_fail(*paired(a, b, (other, args.spec)))
+    better = comparison.verdict == B_BETTER
+    why = (f"pass@1 {comparison.b_mean:.3f} vs {comparison.a_mean:.3f}, p={comparison.p_value:.3g}, minimum detectable "
+           f"effect {comparison.mde:.3f}")
+    recommendation = f"{'deploy' if better else 'do not deploy'}: {args.spec} {'beats' if better else 'is not shown better than'} {other} ({why})"
+    if args.json:
+        print(json.dumps({"candidate": args.spec, "against": other, "test/loss": candidate["metrics"].get("test/loss"),
+                          "against/test/loss": other_loss, "comparison": comparison.to_dict(), "deploy": better,
+                          "recommendation": recommendation}, indent=2))
+        return
+    print(f"held-out loss: {args.spec} {candidate['metrics'].get('test/loss')}, {other} {other_loss}")
+    print(format_table(comparison, (other, args.spec)))
+    print(recommendation)
