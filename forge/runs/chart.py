@@ -45,7 +45,8 @@ def render(curves: Mapping[str, Curve]) -> bytes:
     """The PNG of `curves` (name -> (step, value) points), one panel each, in the given order."""
     img = np.full((PANEL * max(len(curves), 1), WIDTH, 3), 255, np.uint8)
     for i, (name, curve) in enumerate(curves.items()):
-        _panel(img, i * PANEL, name, curve, np.array(_COLORS[i % len(_COLORS)], np.uint8))
+        last = f"{curve[-1][1]:.4g}" if curve else "-"
+        _panel(img, i * PANEL, f"{name}   last {last}", [curve], first_colour=i)
     return encode(img)
 
 
@@ -53,28 +54,7 @@ def overlay(name: str, curves: Sequence[Curve]) -> bytes:
     """One panel of `name` with several runs' curves on one scale, in the palette's order (the
     page that shows it names the runs in the same colours)."""
     img = np.full((PANEL, WIDTH, 3), 255, np.uint8)
-    left, y0, right, y1 = plot_box(0)
-    img[y0, left:right + 1] = img[y1, left:right + 1] = _FRAME
-    img[y0:y1 + 1, left] = img[y0:y1 + 1, right] = _FRAME
-    _text(img, left, 6, name, _INK)
-    points = [[(s, v) for s, v in c if math.isfinite(v)] for c in curves]
-    every = [p for c in points for p in c]
-    if not every:
-        return encode(img)
-    lo, hi = min(v for _, v in every), max(v for _, v in every)
-    first, last = min(s for s, _ in every), max(s for s, _ in every)
-    for i, c in enumerate(points):
-        if c:
-            xs = _scale(np.array([s for s, _ in c], float), first, last, left + 2, right - 2)
-            ys = _scale(np.array([v for _, v in c], float), lo, hi, y1 - 2, y0 + 2)
-            _polyline(img, xs, ys, np.array(_COLORS[i % len(_COLORS)], np.uint8))
-    if hi == lo:  # flat: one label, beside the line
-        _text(img, left - 6, (y0 + y1) // 2 - 5 * _SCALE // 2, f"{hi:.4g}", _INK, align_right=True)
-    else:
-        _text(img, left - 6, y0, f"{hi:.4g}", _INK, align_right=True)
-        _text(img, left - 6, y1 - 5 * _SCALE, f"{lo:.4g}", _INK, align_right=True)
-    _text(img, left, y1 + 6, str(first), _INK)
-    _text(img, right, y1 + 6, str(last), _INK, align_right=True)
+    _panel(img, 0, name, curves)
     return encode(img)
 
 
@@ -100,29 +80,31 @@ def plot_box(top: int) -> tuple[int, int, int, int]:
     return _LEFT, top + _TOP, WIDTH - _RIGHT, top + PANEL - _BOTTOM
 
 
-def _panel(img: np.ndarray, top: int, name: str, curve: Curve, color: np.ndarray) -> None:
+def _panel(img: np.ndarray, top: int, title: str, curves: Sequence[Curve], first_colour: int = 0) -> None:
+    """A framed plot of `curves` on one shared scale, coloured in the palette's order from
+    `first_colour`; non-finite points are left out."""
     left, y0, right, y1 = plot_box(top)
     img[y0, left:right + 1] = img[y1, left:right + 1] = _FRAME
     img[y0:y1 + 1, left] = img[y0:y1 + 1, right] = _FRAME
-    finite = [(s, v) for s, v in curve if math.isfinite(v)]
-    last = f"{curve[-1][1]:.4g}" if curve else "-"
-    _text(img, left, top + 6, f"{name}   last {last}", _INK)
-    if not finite:
+    _text(img, left, top + 6, title, _INK)
+    points = [[(s, v) for s, v in c if math.isfinite(v)] for c in curves]
+    every = [p for c in points for p in c]
+    if not every:
         return
-    steps = np.array([s for s, _ in finite], float)
-    values = np.array([v for _, v in finite], float)
-    lo, hi = float(values.min()), float(values.max())
-    first_step, last_step = int(steps.min()), int(steps.max())
-    xs = _scale(steps, first_step, last_step, left + 2, right - 2)
-    ys = _scale(values, lo, hi, y1 - 2, y0 + 2)
-    _polyline(img, xs, ys, color)
+    lo, hi = min(v for _, v in every), max(v for _, v in every)
+    first, last = min(s for s, _ in every), max(s for s, _ in every)
+    for i, c in enumerate(points, start=first_colour):
+        if c:
+            xs = _scale(np.array([s for s, _ in c], float), first, last, left + 2, right - 2)
+            ys = _scale(np.array([v for _, v in c], float), lo, hi, y1 - 2, y0 + 2)
+            _polyline(img, xs, ys, np.array(_COLORS[i % len(_COLORS)], np.uint8))
     if hi == lo:  # a flat curve: one label, beside its line
-        _text(img, left - 6, int(ys[0]) - 5 * _SCALE // 2, f"{hi:.4g}", _INK, align_right=True)
+        _text(img, left - 6, (y0 + y1) // 2 - 5 * _SCALE // 2, f"{hi:.4g}", _INK, align_right=True)
     else:
         _text(img, left - 6, y0, f"{hi:.4g}", _INK, align_right=True)
         _text(img, left - 6, y1 - 5 * _SCALE, f"{lo:.4g}", _INK, align_right=True)
-    _text(img, left, y1 + 6, str(first_step), _INK)
-    _text(img, right, y1 + 6, str(last_step), _INK, align_right=True)
+    _text(img, left, y1 + 6, str(first), _INK)
+    _text(img, right, y1 + 6, str(last), _INK, align_right=True)
 
 
 def _scale(v: np.ndarray, lo: float, hi: float, start: int, end: int) -> np.ndarray:
