@@ -27,6 +27,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+from machine import cpu_model  # benchmarks/machine.py, beside this script
+
 HERE = Path(__file__).resolve().parent
 FORGE = [sys.executable, "-m", "forge"]
 START = ["runs", "start", "+recipe=quickstart", "stage=prepare", "data.n_train=64", "data.n_val=8", "data.n_test=8"]
@@ -84,17 +86,10 @@ def main() -> None:
     finally:
         shutil.rmtree(project, ignore_errors=True)
     report = {"benchmark": "forge runs latency with run directories present", "date": date.today().isoformat(),
-              "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version()},
+              "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
               "run_directories": args.runs, "repeats": args.repeats, "results": results, "target": "< 1 s each"}
     (HERE / "results" / "runs_latency.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(results, indent=2))
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ from forge.eval import isolation
 from forge.eval.humaneval import problems, program
 from forge.eval.sandbox import run_programs
 
+from machine import cpu_model  # benchmarks/machine.py, beside this script
+
 HERE = Path(__file__).resolve().parent
 PLAIN, PLAIN_S = "plain", "plain_S"
 LEVELS = (isolation.BUBBLEWRAP, isolation.NONE, PLAIN, PLAIN_S)
@@ -81,7 +83,7 @@ def main() -> None:
     report = {
         "benchmark": "sandbox throughput: HumanEval canonical solutions behind bubblewrap vs a plain subprocess",
         "date": date.today().isoformat(),
-        "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version(), "root": os.geteuid() == 0},
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(), "root": os.geteuid() == 0},
         "programs": len(programs), "workers": args.workers, "rounds": args.rounds,
         "results": result, "overhead": ratio, "target": "per-program overhead <= 1.5x",
     }
@@ -89,13 +91,6 @@ def main() -> None:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({"results": {lv: {k: v for k, v in r.items() if not k.startswith("rounds")} for lv, r in result.items()},
                       "overhead": ratio}, indent=2))
-
-
-def _cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,8 @@ from datetime import date
 from pathlib import Path
 from typing import Any, TextIO
 
+from machine import cpu_model  # benchmarks/machine.py, beside this script
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 TASK = {"seq_len": 1024, "packing": True, "val_fraction": 0.1, "test_fraction": 0.1, "seed": 0}  # conf/data/agent_traces.yaml
@@ -298,8 +300,8 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
-def measure(tree: Path, log: Path, tokenizer: Path, work: Path, interval: float) -> dict:
-    """Prepare `log` with the forge of `tree` in a fresh process, sampling its RSS."""
+def measure(tree: Path, log: Path, lines: int, tokenizer: Path, work: Path, interval: float) -> dict:
+    """Prepare `log` (of `lines` lines) with the forge of `tree` in a fresh process, sampling its RSS."""
     result = work / "result.json"
     env = {**os.environ, "PYTHONPATH": str(tree), "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(log), "--tokenizer", str(tokenizer),
@@ -315,9 +317,9 @@ def measure(tree: Path, log: Path, tokenizer: Path, work: Path, interval: float)
     if proc.returncode != 0:
         raise SystemExit(f"prepare with {tree} exited {proc.returncode}")
     r = json.loads(result.read_text())
+    if Path(r.pop("forge")) != (tree / "forge").resolve():  # the forge of `tree` ran, not another on the path
+        raise SystemExit(f"prepare imported forge from outside {tree}")
     size = log.stat().st_size
-    with open(log, "rb") as f:
-        lines = sum(1 for _ in f)
     during = [mb for t, mb in samples if r["start"] <= t <= r["end"]]
     quarter = [mb for t, mb in samples if r["start"] + (r["end"] - r["start"]) / 4 <= t <= r["end"]]
     r.update({
@@ -353,13 +355,11 @@ def save_tokenizer(spec: str | None, folder: Path) -> tuple[Path, str]:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
-               platform.processor() or platform.machine())
     import tokenizers
     import torch
     import transformers
 
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(), "torch": torch.__version__,
+    return {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "tokenizers": tokenizers.__version__}
 
 
@@ -388,7 +388,8 @@ def main() -> None:
         tokenizer, tok_name = save_tokenizer(a.tokenizer, work / "tokenizer")
         print(f"tokenizer: {tok_name}", flush=True)
         if a.log:
-            log, stats = a.log, {"bytes": a.log.stat().st_size, "given": str(a.log)}
+            with open(a.log, "rb") as f:
+                log, stats = a.log, {"bytes": a.log.stat().st_size, "lines": sum(1 for _ in f), "given": a.log.name}
         else:
             log = work / "claude_code.jsonl"
             t0 = time.perf_counter()
@@ -405,7 +406,7 @@ def main() -> None:
             for name, (tree, commit) in runs.items():
                 print(f"== {name} ({commit})", flush=True)
                 (work / name).mkdir(exist_ok=True)
-                r = measure(tree, log, tokenizer, work / name, a.interval)
+                r = measure(tree, log, stats["lines"], tokenizer, work / name, a.interval)
                 results[name] = {"commit": commit, **r}
                 print(json.dumps({k: v for k, v in r.items() if k != "rss_samples"}), flush=True)
         finally:
