@@ -15,6 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from forge.runs.listing import describe, find_runs
@@ -26,7 +27,8 @@ def estimate(cfg: DictConfig, roots: list[Path], recipe: Optional[str], price_pe
     seq_len = cfg.data.get("seq_len")
     out: dict[str, Any] = {"steps": steps, "examples_per_step": per_step,
                            "tokens": steps * per_step * int(seq_len) if seq_len else None}
-    paces = [p for p in (_pace(run, recipe, cfg) for run in find_runs(roots)) if p]
+    shape = _shape(OmegaConf.to_container(cfg, resolve=True))
+    paces = [p for p in (_pace(run, recipe, shape) for run in find_runs(roots)) if p]
     if paces:
         pace = statistics.median(paces)
         out.update(seconds=round(steps / pace), pace_steps_per_second=round(pace, 3),
@@ -49,24 +51,33 @@ def _target(cfg: DictConfig) -> str:
     return f"{cfg.trainer.accelerator} x{cfg.trainer.devices}"
 
 
-def _pace(run: Path, recipe: Optional[str], cfg: DictConfig) -> Optional[float]:
-    """The training pace of a finished earlier run of the same recipe and target."""
+def _pace(run: Path, recipe: Optional[str], shape: list[Any]) -> Optional[float]:
+    """The training pace of a finished earlier run of the same recipe and shape; its config is
+    read last, and as plain YAML, since a project may hold many runs."""
     info = describe(run)
-    if info["status"] != "finished" or info["recipe"] != recipe or not (run / "config.yaml").exists():
+    if info["status"] != "finished" or info["recipe"] != recipe:
         return None
     try:
-        earlier = OmegaConf.load(run / "config.yaml")
         pace = json.loads((run / "train.json").read_text()).get("steps_per_second")
-    except (OSError, ValueError):
+        if not pace:
+            return None
+        earlier = yaml.load((run / "config.yaml").read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (OSError, ValueError, yaml.YAMLError):
         return None
-    return float(pace) if pace and _shape(earlier) == _shape(cfg) else None
+    return float(pace) if isinstance(earlier, dict) and _shape(earlier) == shape else None
 
 
-def _shape(cfg: DictConfig) -> Any:
+def _shape(cfg: dict[str, Any]) -> list[Any]:
     """What sets the pace of a step: the model, the batch, the precision and the devices."""
     keys = ("model", "peft", "data.batch_size", "data.seq_len", "trainer.accelerator", "trainer.devices", "trainer.precision",
             "trainer.accumulate_grad_batches")
-    return [OmegaConf.to_container(v, resolve=True) if isinstance(v := OmegaConf.select(cfg, k), DictConfig) else v for k in keys]
+    out = []
+    for key in keys:
+        node: Any = cfg
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        out.append(node)
+    return out
 
 
 def _hms(seconds: float) -> str:
