@@ -106,18 +106,18 @@ def _hydra_main(cfg: DictConfig) -> Optional[float]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from forge.runner import run
-
     from forge.redact import Redactor
     from forge.run_dir import mask_yaml_files
+    from forge.runner import run
 
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     cfg = validate(cfg, Origin(overrides=list(hc.overrides.task)).where)
+    secrets = Redactor.of_run(cfg)
     if hc.output_subdir:  # Hydra has recorded the command line and config there: no secrets in it
-        mask_yaml_files(run_dir / hc.output_subdir, Redactor.of_run(cfg))
+        mask_yaml_files(run_dir / hc.output_subdir, secrets)
     if hc.mode == RunMode.MULTIRUN:  # and the sweep's multirun.yaml at its root
-        mask_yaml_files(Path(hc.sweep.dir), Redactor.of_run(cfg))
+        mask_yaml_files(Path(hc.sweep.dir), secrets)
     if hc.mode == RunMode.MULTIRUN:
         from forge.sweep import run_point
 
