@@ -34,6 +34,7 @@ import yaml
 
 from forge import atomic
 from forge.errors import ForgeError
+from forge.run_dir import read_json
 from forge.run_state import read_state
 
 MODELS_DIR = "models"
@@ -100,8 +101,8 @@ def register(run: Path, name: str, cwd: Path = Path(".")) -> str:
 
 def provenance(run: Path) -> dict[str, Any]:
     """What a version carries from its run: metrics, config, data fingerprint (None when absent)."""
-    metrics = _json(run / "metrics.json") or {}
-    data = _json(run / "data" / "meta.json") or {}
+    metrics = read_json(run / "metrics.json") or {}
+    data = read_json(run / "data" / "meta.json") or {}
     config = run / "config.yaml"
     return {
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
@@ -286,14 +287,6 @@ def _counter(tag: str) -> int:
     """GTO numbers an artifact's stage tags in order: NAME#prod#3 is the third move."""
     head, _, count = tag.rpartition("#")
     return int(count) if head and count.isdigit() else 0
-
-
-def _json(path: Path) -> Optional[dict[str, Any]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _git(args: list[str], cwd: Path, check: bool = True) -> Optional[str]:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -106,3 +106,13 @@ def _git(*args: str) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return ""
     return out.stdout if out.returncode == 0 else ""
+
+
+def read_json(path: Path) -> Optional[dict[str, Any]]:
+    """A run's JSON record (run.json, metrics.json, train.json, ...) as a dict; None when it is
+    missing, unreadable or not an object: readers of many runs skip such a run's field."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None

@@ -8,7 +8,6 @@ died, and from the exit code its supervisor recorded.
 
 from __future__ import annotations
 
-import json
 import math
 import operator
 import os
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Optional
 
 from forge.errors import ForgeError
+from forge.run_dir import read_json
 from forge.run_state import STATE_FILE, read_state
 from forge.runs.launch import LAUNCH_FILE, LOG_FILE, RUNS_DIR, exit_code
 
@@ -57,15 +57,15 @@ def resolve(name: str, roots: list[Path]) -> Path:
 def describe(run: Path) -> dict[str, Any]:
     """The run's state and what it has recorded so far (a launched run before it starts included)."""
     state = read_state(run) or {}
-    launch = _json(run / LAUNCH_FILE)
+    launch = read_json(run / LAUNCH_FILE)
     code = exit_code(run)
     status = state.get("status")
     if status is None:
         status = "starting" if code is None and launch else "failed" if launch else "unknown"
         if code is not None:
             state["error"] = _last_line(run / LOG_FILE) or f"exited with code {code} before the run started"
-    metrics = {k: v for k, v in (_json(run / "metrics.json") or {}).items() if isinstance(v, (int, float))}
-    train = _json(run / "train.json") or {}
+    metrics = {k: v for k, v in (read_json(run / "metrics.json") or {}).items() if isinstance(v, (int, float))}
+    train = read_json(run / "train.json") or {}
     argv = launch.get("argv") if launch else _command(run)
     return {
         "run": str(run), "status": status, "stage": state.get("stage"), "stages_done": state.get("stages_done", []),
@@ -116,13 +116,6 @@ def default_roots() -> list[Path]:
     return [p for p in (Path("outputs"), Path("multirun"), Path("pipeline")) if p.is_dir()] or [RUNS_DIR]
 
 
-def _json(path: Path) -> Optional[dict[str, Any]]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _command(run: Path) -> Optional[list[str]]:
     try:
         return (run / "command.txt").read_text().split()[1:]
@@ -136,4 +129,3 @@ def _last_line(path: Path) -> Optional[str]:
     except OSError:
         return None
     return lines[-1][:300] if lines else None
-
