@@ -116,7 +116,7 @@ def deploy(spec: str, stage: str, cwd: Path = Path(".")) -> tuple[Optional[str],
     repo = Repo(cwd)
     name, version = parse_spec(spec)
     with repo.lock():
-        _known_version(repo, name, version)
+        check_version(repo, name, version)
         before = current(repo, name, stage)
         if before != version:
             _gto("assign", repo.git, name=name, stage=stage, version=version, force=True,
@@ -129,19 +129,25 @@ def rollback(name: str, stage: str, to: Optional[str] = None, cwd: Path = Path("
     assignment, so the history shows both moves; returns (from, to)."""
     repo = Repo(cwd)
     with repo.lock():
-        _known_name(repo, name)
-        moves = [m["version"] for m in history(repo, name) if m["stage"] == stage]
-        if not moves or moves[-1] is None:
-            raise ForgeError(f"models rollback: {name} is not deployed to {stage!r}; deploy a version first (forge models deploy {name}@vX.Y.Z --stage {stage})")
-        now = moves[-1]
-        if to is None:
-            to = next((v for v in reversed(moves) if v not in (now, None)), None)
-            if to is None:
-                raise ForgeError(f"models rollback: {stage!r} of {name} has had no version before {now}; give one with --to vX.Y.Z")
-        _known_version(repo, name, to)
-        if to == now:
-            raise ForgeError(f"models rollback: {name} {to} is already in {stage!r}; give another version with --to")
+        now, to = rollback_target(repo, name, stage, to)
         _gto("assign", repo.git, name=name, stage=stage, version=to, force=True, message=f"Roll back {stage} of {name} from {now} to {to}")
+    return now, to
+
+
+def rollback_target(repo: Repo, name: str, stage: str, to: Optional[str] = None) -> tuple[str, str]:
+    """The stage's current version and the one a rollback puts it on (`to`, or the one before)."""
+    check_name_known(repo, name)
+    moves = [m["version"] for m in history(repo, name) if m["stage"] == stage]
+    if not moves or moves[-1] is None:
+        raise ForgeError(f"models rollback: {name} is not deployed to {stage!r}; deploy a version first (forge models deploy {name}@vX.Y.Z --stage {stage})")
+    now = moves[-1]
+    if to is None:
+        to = next((v for v in reversed(moves) if v not in (now, None)), None)
+        if to is None:
+            raise ForgeError(f"models rollback: {stage!r} of {name} has had no version before {now}; give one with --to vX.Y.Z")
+    check_version(repo, name, to)
+    if to == now:
+        raise ForgeError(f"models rollback: {name} {to} is already in {stage!r}; give another version with --to")
     return now, to
 
 
@@ -151,7 +157,7 @@ def names(repo: Repo) -> list[str]:
 
 def versions(repo: Repo, name: str) -> list[dict[str, Any]]:
     """Every registered version, oldest first: its commit, time, provenance and current stages."""
-    _known_name(repo, name)
+    check_name_known(repo, name)
     stages = assigned(repo, name)
     gone = {e["version"] for e in _events(repo, name) if e["event"] == "deregistration"}
     out = []
@@ -239,14 +245,14 @@ def _next_version(repo: Repo, name: str) -> str:
     return f"v{major}.{minor}.{patch + 1}"
 
 
-def _known_name(repo: Repo, name: str) -> None:
+def check_name_known(repo: Repo, name: str) -> None:
     if name not in names(repo):
         known = ", ".join(names(repo)) or "none yet"
         raise ForgeError(f"models: no model named {name!r} (registered: {known}); forge models register RUN --name {name} creates it")
 
 
-def _known_version(repo: Repo, name: str, version: str) -> None:
-    _known_name(repo, name)
+def check_version(repo: Repo, name: str, version: str) -> None:
+    check_name_known(repo, name)
     registered = [v["version"] for v in versions(repo, name)]
     if version not in registered:
         raise ForgeError(f"models: {name} has no version {version} (versions: {', '.join(registered)}); forge models versions {name} lists them")

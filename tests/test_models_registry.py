@@ -76,9 +76,9 @@ def test_register_twice_then_deploy_and_rollback(repo: Path, capsys: pytest.Capt
     assert yaml.safe_load((repo / "artifacts.yaml").read_text())["coder"]["path"] == "models/coder"
     assert git(repo, "status", "--porcelain") == ""
 
-    main(["deploy", "coder@v0.0.1", "--stage", "prod"])
-    main(["deploy", "coder@v0.0.2", "--stage", "prod"])
-    main(["rollback", "coder", "--stage", "prod"])
+    main(["deploy", "coder@v0.0.1", "--stage", "prod", "--no-serve"])
+    main(["deploy", "coder@v0.0.2", "--stage", "prod", "--no-serve"])
+    main(["rollback", "coder", "--stage", "prod", "--no-serve"])
     out = capsys.readouterr().out
     assert out.splitlines() == ["coder v0.0.1 -> prod",
                                 "coder v0.0.2 -> prod (was v0.0.1; forge models rollback coder --stage prod undoes it)",
@@ -95,7 +95,7 @@ def test_register_twice_then_deploy_and_rollback(repo: Path, capsys: pytest.Capt
 
     main(["ls", "--json"])
     assert json.loads(capsys.readouterr().out) == [{"name": "coder", "latest": "v0.0.2", "versions": 2, "stages": {"prod": "v0.0.1"},
-                                                    "metrics": {"test/exact_match": 0.75, "test/loss": 0.25}}]
+                                                    "metrics": {"test/exact_match": 0.75, "test/loss": 0.25}, "servers": []}]
     main(["versions", "coder"])
     table = capsys.readouterr().out
     assert "v0.0.1" in table and "prod" in table and "test/loss=0.5" in table and "coder#prod#3" in table

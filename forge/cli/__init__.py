@@ -44,8 +44,8 @@ COMMANDS: dict[str, Command] = {
     "runs": Command("forge.cli.runs:main", "start|status|ls|stop|metrics ...", "start runs detached, see, list and stop them, read their curves"),
     "compare": Command("forge.cli.compare:main", "RUN_A RUN_B [--model M] [--json] ...",
                        "compare two runs item by item: paired test, interval, minimum detectable effect, verdict"),
-    "models": Command("forge.cli.models:main", "register|ls|versions|deploy|rollback ...",
-                      "register a run's model as a version (GTO+DVC), list versions and stages, assign and roll back stages"),
+    "models": Command("forge.cli.models:main", "register|ls|versions|test|deploy|rollback|serve ...",
+                      "register a run's model as a version (GTO+DVC), test it, deploy and roll back stages, serve them"),
 }
 # Commands spelled as a flag, recognised anywhere in the arguments and given all of them.
 FLAG_COMMANDS: dict[str, Command] = {

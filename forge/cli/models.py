@@ -6,18 +6,19 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from forge.errors import ForgeError
 
-ACTIONS = ("register", "ls", "versions", "test", "deploy", "rollback")
+ACTIONS = ("register", "ls", "versions", "test", "deploy", "rollback", "serve")
 SHOWN_METRICS = 4  # metrics per version in the tables (--json has all)
 
 
 def main(argv: list[str]) -> None:
     if not argv or argv[0] not in ACTIONS:
         raise ForgeError(f"models: give an action: {', '.join(ACTIONS)} (forge models ACTION --help)")
-    {"register": _register, "ls": _ls, "versions": _versions, "test": _test, "deploy": _deploy, "rollback": _rollback}[argv[0]](argv[1:])
+    {"register": _register, "ls": _ls, "versions": _versions, "test": _test, "deploy": _deploy, "rollback": _rollback,
+     "serve": _serve}[argv[0]](argv[1:])
 
 
 def _parser(action: str) -> argparse.ArgumentParser:
@@ -48,6 +49,7 @@ def _run(name: str) -> Path:
 
 def _ls(argv: list[str]) -> None:
     from forge.registry import Repo, assigned, names, versions
+    from forge.serving import status
 
     parser = _parser("ls")
     parser.add_argument("--json", action="store_true")
@@ -57,8 +59,9 @@ def _ls(argv: list[str]) -> None:
     for name in names(repo):
         found = versions(repo, name)
         latest = found[-1] if found else {}
+        servers = [{k: r[k] for k in ("stage", "version", "url", "model", "pid", "alive")} for r in status(repo, name)]
         rows.append({"name": name, "latest": latest.get("version"), "versions": len(found), "stages": assigned(repo, name),
-                     "metrics": latest.get("metrics", {})})
+                     "metrics": latest.get("metrics", {}), "servers": servers})
     if args.json:
         print(json.dumps(rows, indent=2))
         return
@@ -69,6 +72,9 @@ def _ls(argv: list[str]) -> None:
     for r in rows:
         stages = ", ".join(f"{s}={v}" for s, v in sorted(r["stages"].items())) or "-"
         print(f"{r['name']:<20} {r['latest']:<10} {r['versions']:>8}  {stages:<24} {_metrics(r['metrics'])}")
+        for server in r["servers"]:
+            state = "up" if server["alive"] else "down (forge models serve NAME --stage STAGE starts it)"
+            print(f"{'':<20} {server['stage']} server {server['url']} model {server['model']!r} {server['version']}: {state}")
 
 
 def _versions(argv: list[str]) -> None:
@@ -93,31 +99,78 @@ def _versions(argv: list[str]) -> None:
         print(f"  {m['time']}  {m['stage']:<10} {m['version'] or '(unassigned)':<10} {m['tag']}")
 
 
+def _serving_options(parser: argparse.ArgumentParser, moves: bool = True) -> None:
+    from forge.serving import HOST, PORT
+
+    if moves:
+        parser.add_argument("--no-serve", action="store_true", help="only assign the stage; start no server")
+        parser.add_argument("--ollama", action="store_true", help="also build the Ollama model NAME:STAGE from the version's GGUF")
+    parser.add_argument("--host", default=HOST, help=f"the server's address (default {HOST}, loopback)")
+    parser.add_argument("--port", type=int, help=f"the server's port (default: the stage server's port, else {PORT})")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the server's first answer")
+
+
 def _deploy(argv: list[str]) -> None:
-    from forge.registry import deploy
+    from forge import registry, serving
 
     parser = _parser("deploy")
     parser.add_argument("spec", metavar="NAME@vX.Y.Z")
     parser.add_argument("--stage", required=True, help="the stage to assign, e.g. prod")
+    _serving_options(parser)
     args = parser.parse_args(argv)
-    before, version = deploy(args.spec, args.stage)
     name = args.spec.split("@")[0]
+    if args.no_serve:
+        before, version = registry.deploy(args.spec, args.stage)
+        served = None
+    else:
+        before, version, served = serving.deploy(args.spec, args.stage, args.host, args.port, args.timeout, args.ollama)
     if before == version:
-        print(f"{name} {version} is already in {args.stage}; nothing changed")
+        print(f"{name} {version} is already in {args.stage}; the stage did not move")
     else:
         print(f"{name} {version} -> {args.stage}" + (f" (was {before}; forge models rollback {name} --stage {args.stage} undoes it)" if before else ""))
+    _print_served(served)
 
 
 def _rollback(argv: list[str]) -> None:
-    from forge.registry import rollback
+    from forge import registry, serving
 
     parser = _parser("rollback")
     parser.add_argument("name")
     parser.add_argument("--stage", default="prod")
     parser.add_argument("--to", metavar="vX.Y.Z", help="the version to go back to (default: the one assigned before the current)")
+    _serving_options(parser)
     args = parser.parse_args(argv)
-    before, after = rollback(args.name, args.stage, args.to)
+    if args.no_serve:
+        before, after = registry.rollback(args.name, args.stage, args.to)
+        served = None
+    else:
+        before, after, served = serving.rollback(args.name, args.stage, args.to, args.host, args.port, args.timeout, args.ollama)
     print(f"{args.name} {args.stage}: {before} -> {after}")
+    _print_served(served)
+
+
+def _serve(argv: list[str]) -> None:
+    """Start (again) the server of a stage's current version, or stop it."""
+    from forge import serving
+
+    parser = _parser("serve")
+    parser.add_argument("name")
+    parser.add_argument("--stage", default="prod")
+    parser.add_argument("--stop", action="store_true", help="stop the stage's server")
+    _serving_options(parser, moves=False)
+    args = parser.parse_args(argv)
+    if args.stop:
+        stopped = serving.shutdown(args.name, args.stage)
+        print(f"stopped the server of {args.name} {args.stage} ({stopped['version']}, {stopped['url']})" if stopped
+              else f"no server of {args.name} {args.stage} is running")
+        return
+    _print_served(serving.serve(args.name, args.stage, args.host, args.port, args.timeout))
+
+
+def _print_served(served: Optional[dict[str, Any]]) -> None:
+    if served:
+        print(f"serving {served['version']} at {served['url']} as model {served['model']!r} (pid {served['pid']}); "
+              f"it answered a chat request: {served['reply']!r}")
 
 
 def _metrics(metrics: dict[str, Any]) -> str:
