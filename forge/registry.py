@@ -108,6 +108,7 @@ def provenance(run: Path) -> dict[str, Any]:
         "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)},
         "config": yaml.safe_load(config.read_text(encoding="utf-8")) if config.exists() else None,
         "data_fingerprint": data.get("fingerprint"),
+        "training_data": {"files": data.get("inputs", []), "examples": data.get("splits", {}).get("train", {}).get("examples")},
     }
 
 
@@ -151,6 +152,19 @@ def rollback_target(repo: Repo, name: str, stage: str, to: Optional[str] = None)
     return now, to
 
 
+def used_data(repo: Repo, name: str) -> list[dict[str, Any]]:
+    """The training data of every version that has been deployed to a stage (deploying marks a
+    version's data as used): each file with its SHA-256 and the first version that used it, so a
+    later round of training can leave out what a served model already learned from."""
+    deployed = {m["version"] for m in history(repo, name) if m["version"]}
+    seen: dict[str, dict[str, Any]] = {}
+    for v in versions(repo, name):
+        if v["version"] in deployed:
+            for f in (v["training_data"] or {}).get("files", []):
+                seen.setdefault(f["sha256"], {**f, "version": v["version"]})
+    return list(seen.values())
+
+
 def names(repo: Repo) -> list[str]:
     return sorted({e["artifact"] for e in _events(repo) if e["event"] == "registration"})
 
@@ -167,6 +181,7 @@ def versions(repo: Repo, name: str) -> list[dict[str, Any]]:
         meta = _meta_at(repo, name, e["commit"])
         out.append({"version": e["version"], "commit": e["commit"], "registered": e["timestamp"].isoformat(),
                     "run": meta.get("run"), "metrics": meta.get("metrics", {}), "data_fingerprint": meta.get("data_fingerprint"),
+                    "training_data": meta.get("training_data"),
                     "config": meta.get("config"), "stages": sorted(s for s, v in stages.items() if v == e["version"])})
     return out
 

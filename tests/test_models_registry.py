@@ -49,7 +49,8 @@ def make_run(root: Path, name: str, loss: float, status: str = "finished", model
     (run / "run.json").write_text(json.dumps(record))
     (run / "metrics.json").write_text(json.dumps({"test/loss": loss, "test/exact_match": 1 - loss, "note": "text"}))
     (run / "config.yaml").write_text(yaml.safe_dump({"seed": 7, "optim": {"lr": loss}}))
-    (run / "data" / "meta.json").write_text(json.dumps({"fingerprint": f"fp-{name}"}))
+    (run / "data" / "meta.json").write_text(json.dumps({"fingerprint": f"fp-{name}", "splits": {"train": {"examples": 10}},
+                                                       "inputs": [{"path": f"runs/{name}.jsonl", "sha256": f"sha-{name}"}]}))
     if model:
         (run / "model" / "adapter").mkdir(parents=True)
         (run / "model" / "adapter" / "weights.bin").write_bytes(name.encode())
@@ -80,8 +81,9 @@ def test_register_twice_then_deploy_and_rollback(repo: Path, capsys: pytest.Capt
     main(["deploy", "coder@v0.0.2", "--stage", "prod", "--no-serve"])
     main(["rollback", "coder", "--stage", "prod", "--no-serve"])
     out = capsys.readouterr().out
-    assert out.splitlines() == ["coder v0.0.1 -> prod",
-                                "coder v0.0.2 -> prod (was v0.0.1; forge models rollback coder --stage prod undoes it)",
+    marked = "its training data is marked used: 1 file(s), 10 examples (forge models versions coder --json lists them under used_data)"
+    assert out.splitlines() == ["coder v0.0.1 -> prod", marked,
+                                "coder v0.0.2 -> prod (was v0.0.1; forge models rollback coder --stage prod undoes it)", marked,
                                 "coder prod: v0.0.2 -> v0.0.1"]
     r = registry.Repo()
     assert registry.current(r, "coder", "prod") == "v0.0.1"
@@ -92,6 +94,8 @@ def test_register_twice_then_deploy_and_rollback(repo: Path, capsys: pytest.Capt
     shown = json.loads(capsys.readouterr().out)
     assert [(v["version"], v["stages"], v["metrics"]["test/loss"]) for v in shown["versions"]] == [("v0.0.1", ["prod"], 0.5), ("v0.0.2", [], 0.25)]
     assert [m["version"] for m in shown["history"]] == ["v0.0.1", "v0.0.2", "v0.0.1"]
+    assert shown["used_data"] == [{"path": "runs/run-a.jsonl", "sha256": "sha-run-a", "version": "v0.0.1"},
+                                  {"path": "runs/run-b.jsonl", "sha256": "sha-run-b", "version": "v0.0.2"}]
 
     main(["ls", "--json"])
     assert json.loads(capsys.readouterr().out) == [{"name": "coder", "latest": "v0.0.2", "versions": 2, "stages": {"prod": "v0.0.1"},

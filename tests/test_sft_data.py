@@ -4,6 +4,7 @@ chat masking scores assistant tokens only, and packing keeps examples apart."""
 from __future__ import annotations
 
 import io
+import hashlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -196,6 +197,8 @@ def test_prepare_streams_quarantines_and_reuses_the_cache(tmp_path: Path, tiny_l
                                                                   ("claude_code_session.jsonl", 10)}
     total = sum(meta["splits"][s]["examples"] for s in ("train", "val", "test"))
     assert total == 24 + 9, "every good record became an example"
+    read = [FIXTURES / "prompt_completion.jsonl", FIXTURES / "claude_code_session.jsonl"]
+    assert meta["inputs"] == [{"path": str(f), "sha256": hashlib.sha256(f.read_bytes()).hexdigest()} for f in read]
     from safetensors.numpy import load_file
 
     rows = load_file(str(out / "train.safetensors"))

@@ -78,7 +78,7 @@ def _ls(argv: list[str]) -> None:
 
 
 def _versions(argv: list[str]) -> None:
-    from forge.registry import Repo, history, versions
+    from forge.registry import Repo, history, used_data, versions
 
     parser = _parser("versions")
     parser.add_argument("name")
@@ -87,7 +87,7 @@ def _versions(argv: list[str]) -> None:
     repo = Repo()
     found, moves = versions(repo, args.name), history(repo, args.name)
     if args.json:
-        print(json.dumps({"name": args.name, "versions": found, "history": moves}, indent=2))
+        print(json.dumps({"name": args.name, "versions": found, "history": moves, "used_data": used_data(repo, args.name)}, indent=2))
         return
     print(f"{'version':<10} {'registered':<26} {'stages':<14} {'data':<14} metrics")
     for v in found:
@@ -128,6 +128,10 @@ def _deploy(argv: list[str]) -> None:
         print(f"{name} {version} is already in {args.stage}; the stage did not move")
     else:
         print(f"{name} {version} -> {args.stage}" + (f" (was {before}; forge models rollback {name} --stage {args.stage} undoes it)" if before else ""))
+    data = next(v for v in registry.versions(registry.Repo(), name) if v["version"] == version)["training_data"] or {}
+    if data.get("files"):
+        print(f"its training data is marked used: {len(data['files'])} file(s), {data.get('examples')} examples "
+              f"(forge models versions {name} --json lists them under used_data)")
     _print_served(served)
 
 

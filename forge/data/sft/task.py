@@ -8,6 +8,7 @@ used to deduplicate code does). Bad records are never dropped silently: each one
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -94,12 +95,21 @@ class SFT:
         tok = self.tokenizer
         tok_blob = tok.backend_tokenizer.to_str() + str(tok.chat_template) + f"{tok.eos_token_id},{tok.pad_token_id}"
         files = hashlib.sha256()
+        for entry in self.inputs():
+            files.update(entry["path"].encode())
+            files.update(bytes.fromhex(entry["sha256"]))
+        return {"tokenizer": hashlib.sha256(tok_blob.encode()).hexdigest()[:16], "files": files.hexdigest()[:16]}
+
+    @functools.cache
+    def inputs(self) -> list[dict[str, str]]:
+        """Every file read (and its SHA-256), kept in meta.json: a registered model's version
+        records the data it was trained on from it, which tells a later round what is used."""
+        out = []
         for source in self.sources:
             extra = [Path(source["prompt_file"])] if source.get("prompt_file") else []
             for f in [*self._files(source), *extra]:
-                files.update(str(f).encode())
-                files.update(hashlib.sha256(f.read_bytes()).digest())
-        return {"tokenizer": hashlib.sha256(tok_blob.encode()).hexdigest()[:16], "files": files.hexdigest()[:16]}
+                out.append({"path": str(f), "sha256": hashlib.sha256(f.read_bytes()).hexdigest()})
+        return out
 
     def write(self, folder: Path) -> dict[str, Any]:
         counts: Counter[str] = Counter()
@@ -156,6 +166,7 @@ class SFT:
             "pad_id": self.tokenizer.pad_token_id,
             "chat_template": self.tokenizer.chat_template,
             "secret_scan": scan.meta(),
+            "inputs": self.inputs(),
         }
 
     def _split(self, group: str) -> str:
