@@ -208,6 +208,42 @@ def test_a_register_killed_midway_leaves_no_version_and_the_next_one_completes(r
     assert git(repo, "status", "--porcelain") == ""
 
 
+MOVE = """
+import os, signal, sys
+from forge import registry
+point, action = sys.argv[1], sys.argv[2]
+real = registry._gto
+def killed(*args, **kwargs):
+    if point == "after":
+        real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+registry._gto = killed
+registry.deploy("coder@v0.0.2", "prod") if action == "deploy" else registry.rollback("coder", "prod")
+"""
+
+
+@pytest.mark.parametrize("action", ["deploy", "rollback"])
+@pytest.mark.parametrize("point", ["before", "after"])
+def test_a_stage_move_killed_is_before_or_after_never_between(repo: Path, point: str, action: str) -> None:
+    """A move is one GTO tag: SIGKILL before it leaves the stage where it was, after it, moved,
+    and either way the history reads in order and the next move works."""
+    registry.register(make_run(repo, "a", 0.5), "coder")
+    registry.register(make_run(repo, "b", 0.4), "coder")
+    registry.deploy("coder@v0.0.1", "prod")
+    if action == "rollback":
+        registry.deploy("coder@v0.0.2", "prod")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", MOVE, point, action], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    r = registry.Repo()
+    start = ["v0.0.1"] if action == "deploy" else ["v0.0.1", "v0.0.2"]
+    moved = {"deploy": "v0.0.2", "rollback": "v0.0.1"}[action]
+    assert [m["version"] for m in registry.history(r, "coder")] == start + ([moved] if point == "after" else [])
+    assert registry.current(r, "coder", "prod") == (moved if point == "after" else start[-1])
+    registry.deploy("coder@v0.0.1" if registry.current(r, "coder", "prod") == "v0.0.2" else "coder@v0.0.2", "prod")
+    assert git(repo, "status", "--porcelain") == ""
+
+
 def humaneval(run: Path, model: str, passed: list[bool]) -> None:
     (run / "humaneval").mkdir(exist_ok=True)
     (run / "humaneval" / f"{model}.completion.jsonl").write_text(
