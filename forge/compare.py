@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -38,7 +39,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from forge.errors import ForgeError
-from forge.run_dir import RunPaths
+from forge.run_dir import RunPaths, read_json
 
 POWER = 0.8
 PASS_FAIL, LOSS = "pass/fail", "loss"
@@ -230,16 +231,41 @@ def humaneval_outcomes(run: Path, model: str = "fine-tuned", prompt: Optional[st
     return file, outcomes
 
 
-def paired(a: dict[str, bool], b: dict[str, bool], names: tuple[str, str] = ("A", "B")) -> tuple[list[bool], list[bool]]:
+SAME_DATA = "per-row losses pair only on the same rows: compare runs evaluated on the same prepared data (data config and inputs)"
+
+
+def heldout_losses(run: Path, model: str = "fine-tuned", split: str = "test") -> tuple[Path, dict[str, float]]:
+    """The file of a run's per-row held-out losses under `model` and each scored row's loss, by
+    row; the rows are those of the run's prepared data, named by its fingerprint, so two runs pair
+    only on the same rows."""
+    if not run.is_dir():
+        raise ForgeError(f"no run directory '{run}': give the path of a run's directory")
+    file = RunPaths(run).heldout(model, split)
+    if not file.exists():
+        raise ForgeError(f"run '{run}' has no per-row held-out losses (no {file.relative_to(run)}): evaluate it again "
+                         f"(stage=evaluate{' eval.compare_base=true' if model == 'base' else ''})")
+    fingerprint = (read_json(run / "data" / "meta.json") or {}).get("fingerprint", "unknown data")
+    losses = {}
+    for i, line in enumerate(file.read_text().splitlines(), 1):
+        try:
+            record = json.loads(line)
+            if record["tokens"]:
+                losses[f"{fingerprint}:{record['item']}"] = float(record["loss"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ForgeError(f"{file}, line {i}: not a held-out loss record ({e}); evaluate the run again") from None
+    return file, losses
+
+
+def paired(a: dict[str, Any], b: dict[str, Any], names: tuple[str, str] = ("A", "B"),
+           hint: str = "compare runs evaluated on the same problems (the same eval.humaneval.limit)") -> tuple[list[Any], list[Any]]:
     """The outcomes of A and B in one order of their common items; refused unless the item sets
     are the same, since a paired test of different items compares nothing."""
     only_a, only_b = sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys())
     if only_a or only_b:
         raise ForgeError(
             f"{names[0]} and {names[1]} were not scored on the same items: {_some(only_a)} only in {names[0]}, "
-            f"{_some(only_b)} only in {names[1]}; compare runs evaluated on the same problems "
-            "(the same eval.humaneval.limit)")
-    ids = sorted(a)
+            f"{_some(only_b)} only in {names[1]}; {hint}")
+    ids = sorted(a, key=_natural)
     return [a[i] for i in ids], [b[i] for i in ids]
 
 
@@ -280,6 +306,11 @@ def _paired(a: Sequence[Any], b: Sequence[Any], dtype: type) -> tuple[np.ndarray
     if len(x) == 0:
         raise ValueError("no items to compare")
     return x, y
+
+
+def _natural(item: str) -> list[Any]:
+    """HumanEval/2 before HumanEval/10, row 2 before row 10: one fixed order, the files' own."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", item)]
 
 
 def _some(ids: list[str], shown: int = 3) -> str:

@@ -47,6 +47,11 @@ class RunPaths:
         (completion or chat), with its outcome."""
         return self.root / "humaneval" / f"{model}.{prompt}.jsonl"
 
+    def heldout(self, model: str, split: str) -> Path:
+        """The held-out loss and token count of each prepared row of `split` under `model`
+        (fine-tuned or base), in row order."""
+        return self.root / "heldout" / f"{model}.{split}.jsonl"
+
     @property
     def compressed(self) -> Path:
         return self.root / "compressed" / "model.safetensors"

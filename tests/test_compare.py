@@ -217,3 +217,28 @@ def test_the_command_refuses_runs_it_cannot_pair(tmp_path: Path) -> None:
     (both / "humaneval" / "fine-tuned.completion.jsonl").write_text("")
     with pytest.raises(ForgeError, match="prompts chat, completion: choose one with --prompt"):
         main([str(a), str(both)])
+
+
+def loss_run(root: Path, name: str, losses: list[float], fingerprint: str = "fp") -> Path:
+    run = root / name
+    (run / "heldout").mkdir(parents=True)
+    (run / "data").mkdir()
+    (run / "data" / "meta.json").write_text(json.dumps({"fingerprint": fingerprint}))
+    rows = [{"item": i, "loss": x, "tokens": 10} for i, x in enumerate(losses)] + [{"item": len(losses), "loss": None, "tokens": 0}]
+    (run / "heldout" / "fine-tuned.test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+def test_the_command_compares_per_row_losses(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rng = np.random.default_rng(3)
+    a = rng.normal(2.0, 0.3, 40)
+    b = a - 0.25 + rng.normal(0, 0.1, 40)  # B lower on the same rows
+    main([str(loss_run(tmp_path, "a", list(a))), str(loss_run(tmp_path, "b", list(b))), "--metric", "loss", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    expected = compare_losses(a, b).to_dict()  # rows without a scored token are left out
+    assert {k: out[k] for k in expected} == expected and out["verdict"] == "B better" and out["n"] == 40
+    with pytest.raises(ForgeError, match=r"not scored on the same items: .*per-row losses pair only on the same rows"):
+        main([str(tmp_path / "a"), str(loss_run(tmp_path, "c", list(b), fingerprint="other")), "--metric", "loss"])
+    with pytest.raises(ForgeError, match=r"has no per-row held-out losses \(no heldout/base.test.jsonl\): evaluate it again "
+                                         r"\(stage=evaluate eval.compare_base=true\)"):
+        main([str(tmp_path / "a"), str(tmp_path / "b"), "--metric", "loss", "--model", "base"])

@@ -37,6 +37,10 @@ def test_lora_trains_evaluates_and_exports(tmp_path: Path, cache: Path, tiny_lm:
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test/loss"] < metrics["base/test/loss"], "fine-tuning lowers the held-out loss"
     assert metrics["test/perplexity"] == pytest.approx(np.exp(metrics["test/loss"]))
+    for model, prefix in (("fine-tuned", ""), ("base", "base/")):  # per-row losses, for paired comparisons
+        rows = [json.loads(line) for line in (run / "heldout" / f"{model}.test.jsonl").read_text().splitlines()]
+        assert [r["item"] for r in rows] == list(range(len(rows))) and sum(r["tokens"] for r in rows) == metrics[f"{prefix}test/tokens"]
+        assert sum(r["loss"] * r["tokens"] for r in rows) / metrics[f"{prefix}test/tokens"] == pytest.approx(metrics[f"{prefix}test/loss"])
     for prefix in ("", "base/"):  # a random model solves nothing, but every problem was generated and run
         assert metrics[f"{prefix}humaneval/problems"] == 3 and metrics[f"{prefix}humaneval/pass@1"] == 0.0
         assert metrics[f"{prefix}humaneval/sandbox"] == isolation.level().name

@@ -4,6 +4,7 @@ on fake finished runs (what a run leaves behind; no training needed)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -262,6 +263,8 @@ def test_models_test_recommends_deploying_only_a_detectable_gain(repo: Path, cap
     main(["test", "coder@v0.0.1", "--json"])
     first = json.loads(capsys.readouterr().out)
     assert first["deploy"] is True and first["against"] == "base" and first["test/loss"] == 0.3
+    assert first["decided_by"] == "pass@1" and list(first["comparisons"]) == ["pass@1"]
+    assert first["test/perplexity"] == pytest.approx(math.exp(0.3))
     assert first["recommendation"].startswith("deploy: coder@v0.0.1 beats base (pass@1 1.000 vs 0.250, p=")
     main(["test", "coder@v0.0.2", "--against", "coder@v0.0.1"])
     out = capsys.readouterr().out.strip().splitlines()
@@ -269,3 +272,26 @@ def test_models_test_recommends_deploying_only_a_detectable_gain(repo: Path, cap
     assert out[-1].startswith("do not deploy: coder@v0.0.2 is not shown better than coder@v0.0.1 (pass@1 0.263 vs 1.000")
     with pytest.raises(ForgeError, match="^models test: coder@v0.0.9 is not a registered version; forge models versions coder$"):
         main(["test", "coder@v0.0.9"])
+
+
+def heldout(run: Path, model: str, losses: list[float]) -> None:
+    (run / "heldout").mkdir(exist_ok=True)
+    (run / "heldout" / f"{model}.test.jsonl").write_text("".join(json.dumps({"item": i, "loss": x, "tokens": 8}) + "\n"
+                                                                 for i, x in enumerate(losses)))
+
+
+def test_models_test_without_a_task_score_is_decided_by_the_heldout_losses(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = make_run(repo, "lm", 0.3)
+    base = [2.0 + (i % 7) / 10 for i in range(60)]
+    heldout(run, "base", base)
+    heldout(run, "fine-tuned", [x - 0.5 + (i % 3) / 100 for i, x in enumerate(base)])
+    main(["register", str(run), "--name", "lm"])
+    capsys.readouterr()
+    main(["test", "lm@v0.0.1", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["decided_by"] == "test/loss" and out["deploy"] is True
+    assert out["comparison"]["test"] == "paired permutation" and out["comparison"]["n"] == 60 and out["comparison"]["b_wins"] == 60
+    assert out["recommendation"].startswith("deploy: lm@v0.0.1 beats base (held-out loss 1.8 vs 2.29, p=")
+    (run / "heldout" / "base.test.jsonl").unlink()
+    with pytest.raises(ForgeError, match=r"^models test: lm@v0.0.1 and base have no per-item outcomes in common"):
+        main(["test", "lm@v0.0.1"])

@@ -17,20 +17,24 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def heldout_loss(lm: Any, data: SplitDataset, batch_size: int) -> dict[str, float]:
-    """Mean loss per scored token over a split of packed rows (`lm`: a transformers model). An
-    empty split (its fraction set to 0) has no loss: only its token count, 0, is reported."""
-    from forge.train.causal_lm import packed_loss
+def heldout_loss(lm: Any, data: SplitDataset, batch_size: int) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Mean loss per scored token over a split of packed rows (`lm`: a transformers model), and
+    each row's own loss and token count in split order: the per-item outcomes a paired comparison
+    of two models on the same prepared rows needs. An empty split (its fraction set to 0) has no
+    loss: only its token count, 0, is reported."""
+    from forge.train.causal_lm import row_losses
 
-    total, count = 0.0, 0
+    rows: list[dict[str, float]] = []
     for batch in data.batches(batch_size, device=lm.device):
-        s, n = packed_loss(lm, batch)
-        total, count = total + float(s), count + int(n)
+        sums, counts = row_losses(lm, batch)
+        rows += [{"item": len(rows) + i, "loss": s / n if n else None, "tokens": n}
+                 for i, (s, n) in enumerate(zip(sums.tolist(), counts.tolist()))]
+    total, count = sum(r["loss"] * r["tokens"] for r in rows if r["tokens"]), sum(r["tokens"] for r in rows)
     if count == 0:
         log.warning("evaluate: the held-out split is empty (its fraction is 0): no loss or perplexity to report")
-        return {"tokens": 0}
+        return {"tokens": 0}, rows
     loss = total / count
-    return {"loss": loss, "perplexity": math.exp(loss), "tokens": count}
+    return {"loss": loss, "perplexity": math.exp(loss), "tokens": count}, rows
 
 
 def eval_device(accelerator: str) -> torch.device:

@@ -62,12 +62,12 @@ class CausalLMFamily(Family):
         """Loss, perplexity and token count on the held-out split."""
         from forge.eval.lm import heldout_loss
 
-        return heldout_loss(model, SplitDataset(paths.data, cfg.eval.split), cfg.eval.batch_size)
+        return heldout_loss(model, SplitDataset(paths.data, cfg.eval.split), cfg.eval.batch_size)[0]
 
     def evaluate_lm(self, cfg: DictConfig, paths: RunPaths, trained: Trained) -> dict[str, Any]:
         """Held-out loss and, when configured, HumanEval; with eval.compare_base the base model
         (adapters off, or the pretrained weights after a full fine-tune) side by side."""
-        from forge.eval.lm import base_model, eval_device, humaneval
+        from forge.eval.lm import base_model, eval_device, heldout_loss, humaneval
 
         module = trained.module.to(eval_device(cfg.trainer.accelerator))
         he_cfg = OmegaConf.to_container(cfg.eval.humaneval, resolve=True) if cfg.eval.get("humaneval") else None
@@ -77,9 +77,11 @@ class CausalLMFamily(Family):
             variants.append(("base/", base_model(module)))
         for prefix, context in variants:
             with context as m:
-                metrics.update({f"{prefix}{cfg.eval.split}/{k}": v for k, v in self.score(cfg, paths, m.lm).items()})
+                name = prefix.rstrip("/") or "fine-tuned"
+                held, rows = heldout_loss(m.lm, SplitDataset(paths.data, cfg.eval.split), cfg.eval.batch_size)
+                metrics.update({f"{prefix}{cfg.eval.split}/{k}": v for k, v in held.items()})
+                atomic.write_text(paths.heldout(name, cfg.eval.split), "".join(json.dumps(r) + "\n" for r in rows))
                 if he_cfg is not None:
-                    name = prefix.rstrip("/") or "fine-tuned"
                     log.info("evaluate: HumanEval (%s model)", name)
                     scores, records = humaneval(m, self.tokenizer(cfg), he_cfg, cfg.seed, merge=not prefix,
                                                 sandbox=OmegaConf.to_container(cfg.eval.sandbox, resolve=True))

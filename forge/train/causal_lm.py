@@ -78,6 +78,18 @@ def packed_loss(lm: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[to
     return F.cross_entropy(logits, targets, reduction="sum"), torch.tensor(targets.numel(), device=logits.device)
 
 
+def row_losses(lm: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy and scored-token count of each packed row of a batch."""
+    segments = batch["segments"]
+    length = int((segments > 0).sum(1).max())
+    scored = batch["labels"][:, 1:length] != IGNORE
+    logits, targets = scored_logits(lm, batch)
+    row = torch.arange(scored.shape[0], device=scored.device).unsqueeze(1).expand_as(scored)[scored]
+    losses = F.cross_entropy(logits, targets, reduction="none")
+    sums = torch.zeros(scored.shape[0], device=losses.device).index_add_(0, row, losses)
+    return sums, scored.sum(1)
+
+
 class CausalLMModule(L.LightningModule):
     causal = True
 
