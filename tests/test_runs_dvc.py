@@ -29,10 +29,14 @@ def test_runs_ls_agrees_with_dvc_exp_show(tmp_path: Path, cache: Path) -> None:
     shrink = [f"{k}={v}" for k, v in {**SHRINK, "model.n_layers": 1}.items()] + [f"cache_dir={cache}"]
     for name, split in (("on-test", "test"), ("on-val", "val")):  # the second reruns only the evaluate stage
         _run(*DVC, "exp", "run", "-n", name, *(a for o in (*shrink, f"eval.split={split}") for a in ("-S", o)), cwd=repo)
+    _run(*DVC, "exp", "run", "--queue", "-n", "later", "-S", "eval.split=test", cwd=repo)  # recorded, not run
 
     workspace, head = json.loads(_run(*DVC, "exp", "show", "--json", cwd=repo))
     dvc = {r["revs"][0]["name"]: _flat(r["revs"][0]["data"]["metrics"]) for r in head["experiments"]}
-    assert sorted(dvc) == ["on-test", "on-val"] and "test/exact_match" in dvc["on-test"] and "val/exact_match" in dvc["on-val"]
+    states = {r["revs"][0]["name"]: (r["executor"] or {}).get("state", "success") for r in head["experiments"]}
+    assert states == {"on-test": "success", "on-val": "success", "later": "queued"}
+    assert "test/exact_match" in dvc["on-test"] and "val/exact_match" in dvc["on-val"] and dvc["later"] == {}, (
+        "DVC recorded no metrics with the experiments: the metrics files in pipeline/ must not be gitignored")
 
     def ls(*args: str) -> list[dict[str, Any]]:
         return json.loads(run_forge("runs", "ls", "--json", *args, cwd=repo).stdout)
@@ -40,8 +44,9 @@ def test_runs_ls_agrees_with_dvc_exp_show(tmp_path: Path, cache: Path) -> None:
     rows = ls()
     exps = {r["name"]: r for r in rows if r["kind"] == "dvc-exp"}
     assert {name: r["metrics"] for name, r in exps.items()} == dvc
-    assert [r["name"] for r in rows if r["kind"] == "dvc-exp"] == ["on-val", "on-test"], "newest first"
-    assert exps["on-val"]["params"]["eval.split"] == "val" and exps["on-val"]["status"] == exps["on-test"]["status"] == "finished"
+    assert [r["name"] for r in rows if r["kind"] == "dvc-exp"] == ["later", "on-val", "on-test"], "newest first"
+    assert {name: r["status"] for name, r in exps.items()} == {"on-test": "finished", "on-val": "finished", "later": "starting"}
+    assert exps["on-val"]["params"]["eval.split"] == "val" and exps["later"]["params"]["eval.split"] == "test"
     [pipeline] = [r for r in rows if r["kind"] == "run"]  # DVC's workspace: listed once, as the pipeline folder
     assert pipeline["run"] == "pipeline" and pipeline["metrics"] == _flat(workspace["data"]["metrics"]) == dvc["on-val"]
 

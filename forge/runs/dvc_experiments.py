@@ -60,8 +60,9 @@ def _row(exp: "ExpState", executor: Optional["ExpExecutor"], baseline: str) -> d
     metrics: dict[str, Any] = {}
     params: dict[str, Any] = {}
     for found, into in ((data.metrics, metrics), (data.params, params)) if data else ():
-        for result in found.values():
-            into.update(flatten(result.get("data") or {}))
+        for path, result in found.items():
+            values = result.get("data", {})  # a file that holds one value is named by its path, as in `dvc exp show`
+            into.update(flatten(values) if isinstance(values, dict) else {path: values})
     name = exp.name or exp.rev[:7]
     state = executor.state if executor else "success"
     local = executor.local if executor else None
