@@ -127,9 +127,11 @@ def _status_text(info: dict) -> str:
 
 
 def _ls(argv: list[str]) -> None:
-    from forge.runs.listing import describe, find_runs, select, since
+    """Run directories, and without --root also the DVC experiments of the project here."""
+    from forge.runs.listing import list_runs, select, since
 
     parser = _parser("ls")
+    parser.description = "Runs under the roots, newest first; in a DVC repository (and without --root) also its DVC experiments."
     parser.add_argument("--status", choices=("starting", "running", "finished", "failed", "stopped", "died"))
     parser.add_argument("--recipe")
     parser.add_argument("--since", help="45m, 2h, 3d or an ISO date")
@@ -138,7 +140,7 @@ def _ls(argv: list[str]) -> None:
     parser.add_argument("--limit", type=int, default=50)
     parser.add_argument("--offset", type=int, default=0)
     args = parser.parse_args(argv)
-    rows = [describe(run) for run in find_runs(_roots(args))]
+    rows = list_runs(_roots(args), None if args.root else Path.cwd())
     rows = select(rows, args.status, args.recipe, since(args.since) if args.since else None, args.where, args.sort_by)
     page = rows[args.offset : args.offset + args.limit]
     if args.json:
@@ -148,12 +150,12 @@ def _ls(argv: list[str]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{len(rows)} runs" + (f" (showing {args.offset + 1}-{args.offset + len(page)})" if len(page) < len(rows) else ""))
-    for column in ("run", "status", "stage", "recipe", "started", args.sort_by or "test metric"):
+    for column in ("run", "kind", "status", "stage", "recipe", "started", args.sort_by or "test metric"):
         table.add_column(column)
     for r in page:
         metric = args.sort_by or next((k for k in sorted(r["metrics"]) if k.startswith("test/")), None)
         value = r["metrics"].get(metric) if metric else None
-        table.add_row(r["run"], r["status"], r["stage"] or ",".join(r["stages_done"][-1:]), r["recipe"] or "",
+        table.add_row(r["run"], r["kind"], r["status"], r["stage"] or ",".join(r["stages_done"][-1:]), r["recipe"] or "",
                       r["started"] or "", "" if value is None else f"{metric}={value:.4g}" if not args.sort_by else f"{value:.4g}")
     Console().print(table)
 

@@ -3,7 +3,8 @@
 A run is any directory holding `run.json` (every forge run keeps one: plain runs, sweep points,
 cv folds, the DVC pipeline's folder) or `launch.json` (a run `forge runs start` launched that
 has not started yet). Its state comes from forge.run_state, which tells a live run from one that
-died, and from the exit code its supervisor recorded.
+died, and from the exit code its supervisor recorded. In a DVC repository the list also holds the
+experiments DVC recorded (forge.runs.dvc_experiments), whose outputs no folder keeps.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, Iterator, Optional
 from forge.errors import ForgeError
 from forge.run_dir import read_json
 from forge.run_state import STATE_FILE, read_state
+from forge.runs.dvc_experiments import dvc_root, experiments
 from forge.runs.launch import LAUNCH_FILE, LOG_FILE, RUNS_DIR, exit_code
 
 SKIP = {"checkpoints", "data", "csv", "dvclive", ".hydra", "model", "compressed", "humaneval", "tensorboard", "mlruns", "wandb"}
@@ -38,6 +40,14 @@ def find_runs(roots: list[Path]) -> Iterator[Path]:
         if STATE_FILE in names or LAUNCH_FILE in names:
             yield folder
         stack += [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False) and e.name not in SKIP and not e.name.startswith(".")]
+
+
+def list_runs(roots: list[Path], project: Optional[Path] = None) -> list[dict[str, Any]]:
+    """Every run directory under `roots` (kind "run"), and the experiments DVC knows when
+    `project` is in a DVC repository (kind "dvc-exp")."""
+    rows = [{"kind": "run", **describe(run)} for run in find_runs(roots)]
+    repo = dvc_root(project) if project else None
+    return rows + experiments(repo) if repo else rows
 
 
 def resolve(name: str, roots: list[Path]) -> Path:
