@@ -120,36 +120,6 @@ def test_ls_filters_sorts_and_pages(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "no run 'nope'" in missing.stderr and "Traceback" not in missing.stderr
 
 
-def test_the_estimate_uses_this_machines_pace_for_the_same_model_and_batch(tmp_path: Path, cache: Path) -> None:
-    from omegaconf import OmegaConf
-
-    from forge.config.compose import compose
-    from forge.config.validate import validate
-    from forge.runs.estimate import estimate, text
-
-    def cfg_of(*overrides: str):
-        cfg, origin = compose(["+recipe=quickstart", *overrides])
-        return validate(cfg, origin.where)
-
-    root = tmp_path / "outputs"
-    for name, pace in (("a", 40.0), ("b", 50.0), ("c", 60.0)):
-        run = fake_run(root, name, "finished", "2026-11-29T10:00:00+00:00", "quickstart", {})
-        (run / "config.yaml").write_text(OmegaConf.to_yaml(cfg_of()))
-        (run / "train.json").write_text(json.dumps({"steps_per_second": pace}))
-    other = fake_run(root, "d", "finished", "2026-11-29T10:00:00+00:00", "quickstart", {})
-    (other / "config.yaml").write_text(OmegaConf.to_yaml(cfg_of("data.batch_size=32")))
-    (other / "train.json").write_text(json.dumps({"steps_per_second": 500.0}))
-    found = estimate(cfg_of(), [root], "quickstart", price_per_hour=3.6)
-    assert found["seconds"] == 30 and found["cost"] == 0.03 and found["duration_from"].startswith("median pace of 3 earlier run(s)")
-    assert text(found) == ("estimate: 1,500 steps of 128 examples; duration about 30s (median pace of 3 earlier run(s) of quickstart "
-                           "on cpu x1 here), cost 0.03")
-    assert estimate(cfg_of("model.d_model=64"), [root], "quickstart")["seconds"] is None, "another model: no record of its pace"
-    refused = run_forge("runs", "start", "+recipe=quickstart", "trainer.max_steps=1000000", "--max-hours", "1", cwd=tmp_path, check=False)
-    assert refused.returncode == 1 and refused.stdout.startswith("estimate: 1,000,000 steps of 128 examples; duration about 5h33m")
-    assert refused.stderr.strip() == "forge: error: runs start: the estimate is over --max-hours 1; add --yes to start it anyway"
-    assert not (root / "runs").exists(), "nothing started"
-
-
 def test_a_run_submitted_through_submitit_runs_and_records_its_exit_code(tmp_path: Path, cache: Path) -> None:
     """submitit's local executor runs the job as a SLURM node would (`--launcher slurm` on a cluster)."""
     proc = run_forge("runs", "start", "--launcher", "local", *tiny(cache), cwd=tmp_path)

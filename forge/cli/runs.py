@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 from forge.errors import ForgeError
@@ -39,21 +38,27 @@ def _start(argv: list[str]) -> None:
     from forge.runs.launch import start, submit
     from forge.runs.listing import default_roots
 
-    parser = argparse.ArgumentParser(prog="forge runs start", usage="forge runs start [--yes] [--price-per-hour P] [--max-hours H] OVERRIDES")
+    parser = argparse.ArgumentParser(prog="forge runs start",
+                                     usage="forge runs start [--yes] [--json] [--price-per-hour P] [--max-hours H] OVERRIDES")
     parser.add_argument("--yes", action="store_true", help="start even when the estimate is over --max-hours")
     parser.add_argument("--price-per-hour", type=float, help="the machine's price, for the cost in the estimate")
     parser.add_argument("--max-hours", type=float, default=12.0, help="ask before starting a run estimated longer than this")
     parser.add_argument("--launcher", choices=("process", "slurm", "local"), default="process",
                         help="process: a detached process here; slurm: a SLURM job (submitit); local: submitit's local executor")
+    parser.add_argument("--json", action="store_true", help="print the estimate and the run as one JSON object")
     args, overrides = parser.parse_known_args(argv)
     cfg = _precheck(overrides, multirun=False)[0]
     recipe = next((o.split("=", 1)[1] for o in overrides if o.startswith("+recipe=")), None)
     found = estimate(cfg, default_roots(), recipe, args.price_per_hour)
-    print(text(found), flush=True)
+    if not args.json:
+        print(text(found), flush=True)
     if found["seconds"] is not None and found["seconds"] > args.max_hours * 3600 and not args.yes:
         if not sys.stdin.isatty() or input(f"over --max-hours {args.max_hours:g}; start anyway? [y/N] ").strip().lower() != "y":
             raise ForgeError(f"runs start: the estimate is over --max-hours {args.max_hours:g}; add --yes to start it anyway")
     run = start(overrides) if args.launcher == "process" else submit(overrides, args.launcher)
+    if args.json:
+        print(json.dumps({"run": run.name, "run_dir": str(run), "estimate": found, "estimate_text": text(found)}, indent=2))
+        return
     print(run.name)
     print(f"started in {run}: forge runs status {run.name}", flush=True)
 
@@ -73,6 +78,7 @@ def _roots(args: argparse.Namespace) -> list[Path]:
 
 def _status(argv: list[str]) -> None:
     from forge.runs.listing import describe, resolve
+    from forge.runs.progress import progress
 
     parser = _parser("status")
     parser.add_argument("run")
@@ -80,33 +86,11 @@ def _status(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     run = resolve(args.run, _roots(args))
     while True:
-        info = _progress(run, describe(run))
+        info = progress(run, describe(run))
         print(json.dumps(info, indent=2) if args.json else _status_text(info), flush=True)
         if not args.watch or info["status"] not in ("running", "starting"):
             return
         time.sleep(args.watch)
-
-
-def _progress(run: Path, info: dict) -> dict:
-    """Step out of total, the last values of each curve, pace and ETA (from the run's average pace)."""
-    from omegaconf import OmegaConf
-
-    try:
-        from forge.runs.metrics import series
-        curves = series(run)
-    except ForgeError:
-        curves = {}
-    last = {name: points[-1][1] for name, points in curves.items() if points}
-    step = max((points[-1][0] for points in curves.values() if points), default=None)
-    total = None
-    if (run / "config.yaml").exists():
-        total = OmegaConf.load(run / "config.yaml").get("trainer", {}).get("max_steps")
-    info.update(step=step, total_steps=total, last=last)
-    if info["status"] == "running" and step and total and info["started"]:
-        elapsed = (datetime.now(timezone.utc) - datetime.fromisoformat(info["started"])).total_seconds()
-        info["steps_per_second"] = round(step / elapsed, 3)
-        info["eta_seconds"] = round((total - step) * elapsed / step)
-    return info
 
 
 def _status_text(info: dict) -> str:
@@ -117,6 +101,13 @@ def _status_text(info: dict) -> str:
         lines.append(f"  step       {info['step']}" + (f" / {info['total_steps']}" if info.get("total_steps") else ""))
     if "eta_seconds" in info:
         lines.append(f"  pace       {info['steps_per_second']} steps/s since the start; ETA {info['eta_seconds']} s")
+    elif info.get("steps_per_second"):
+        lines.append(f"  pace       {info['steps_per_second']} steps/s (the training loop)")
+    if info.get("tokens_per_second") is not None:
+        lines.append(f"  tokens/s   {info['tokens_per_second']:,.1f} ({info['tokens_per_second_from']})")
+    if info.get("peak_rss_mb") is not None:
+        cuda = f", {info['peak_cuda_mb']:,.0f} MiB on the GPU" if info.get("peak_cuda_mb") is not None else ""
+        lines.append(f"  peak mem   {info['peak_rss_mb']:,.0f} MiB resident{cuda}")
     for name, value in sorted(info.get("last", {}).items()):
         lines.append(f"  {name:<24} {value:.6g}")
     for name, value in sorted(info["metrics"].items()):

@@ -13,6 +13,7 @@ with the PEFT config and the chat template used in training.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Optional
 
 import lightning as L
@@ -103,6 +104,7 @@ class CausalLMModule(L.LightningModule):
         self.strict_loading = False  # checkpoints hold the trained parameters only
         self.tokens_seen = 0  # non-padding training tokens, saved in checkpoints
         self.tokens_this_run = 0  # the same, since this process started (for tokens per second)
+        self.train_started: Optional[float] = None
 
     @property
     def lm(self) -> torch.nn.Module:
@@ -123,6 +125,16 @@ class CausalLMModule(L.LightningModule):
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/tokens", float(self.tokens_seen))
         return loss
+
+    def on_train_start(self) -> None:
+        self.train_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Tokens per second of the training loop so far (its validation included), after the
+        step's backward pass: what `forge runs status` shows while the run trains."""
+        elapsed = time.perf_counter() - (self.train_started or time.perf_counter())
+        if elapsed > 0:
+            self.log("train/tokens_per_second", self.tokens_this_run / elapsed)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         total, count = self.loss_terms(batch)

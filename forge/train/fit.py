@@ -112,6 +112,7 @@ def fit(cfg: DictConfig, paths: RunPaths, build_module: Callable[[dict], L.Light
             "steps_per_second": _loop_rate(trainer),
             "final_train_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
             "final_val_loss": float(trainer.callback_metrics.get("val/loss", float("nan"))),
+            **peak_memory(),
         }
         stop = next((cb for cb in trainer.callbacks if isinstance(cb, StopAt)), None)
         if stop is not None:
@@ -119,6 +120,19 @@ def fit(cfg: DictConfig, paths: RunPaths, build_module: Callable[[dict], L.Light
         summary.update(module.summary(_best_score(trainer), seconds))
         atomic.write_json(paths.train_metrics, summary)
     return trainer
+
+
+def peak_memory() -> dict[str, float]:
+    """This process's peak resident memory and, on a GPU, peak CUDA memory allocated, in MiB: what
+    `forge runs start` tells the next run of the same shape to expect."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (2**20 if sys.platform == "darwin" else 2**10)
+    out = {"peak_rss_mb": round(rss, 1)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
 
 
 def _curriculum(cfg: DictConfig) -> Optional[Curriculum]:
