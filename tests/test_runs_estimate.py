@@ -36,13 +36,13 @@ def fake_run(root: Path, name: str, cfg, train: dict, started: str = "2026-11-29
 
 def test_whole_epochs_count_every_row_once_and_the_loader_drops_the_last_partial_batch() -> None:
     rows = np.array([3, 5, 7, 11])  # non-padding tokens of each train row
-    assert trained_tokens(rows, batch_size=2, steps=4, accumulate=1, world=1, seed=0) == 2 * 26  # 2 batches an epoch
-    assert trained_tokens(rows, batch_size=2, steps=2, accumulate=3, world=1, seed=0) == 2 * 26, "a step at each epoch's end"
-    assert trained_tokens(rows, batch_size=2, steps=1, accumulate=1, world=2, seed=0) == 26, "two processes read a batch each"
-    assert trained_tokens(rows, batch_size=8, steps=1, accumulate=1, world=1, seed=0) is None, "less than one batch"
-    odd = np.array([1, 10, 100, 1000, 10000])  # 2 batches of 2 an epoch: one row of each permutation is left out
-    left_out = trained_tokens(odd, batch_size=2, steps=2, accumulate=1, world=1, seed=0)
-    assert left_out in {odd.sum() - v for v in odd}
+    assert trained_tokens(rows, batch_size=2, steps=4, accumulate=1, world=1) == (2 * 26, True)  # 2 batches an epoch
+    assert trained_tokens(rows, batch_size=2, steps=2, accumulate=3, world=1) == (2 * 26, True), "a step at each epoch's end"
+    assert trained_tokens(rows, batch_size=2, steps=1, accumulate=1, world=2) == (26, True), "two processes read a batch each"
+    assert trained_tokens(rows, batch_size=8, steps=1, accumulate=1, world=1) is None, "less than one batch"
+    assert trained_tokens(rows, batch_size=2, steps=5, accumulate=1, world=1) == (2 * 26 + 13, False), "half an epoch at the mean"
+    odd = np.array([1, 10, 100, 1000, 10000])  # 2 batches of 2 an epoch: the shuffle leaves one row out
+    assert trained_tokens(odd, batch_size=2, steps=2, accumulate=1, world=1) == (round(4 * 11111 / 5), False)
 
 
 def test_tokens_are_counted_on_the_prepared_data_as_the_run_reads_them(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
@@ -60,10 +60,11 @@ def test_tokens_are_counted_on_the_prepared_data_as_the_run_reads_them(tmp_path:
     run_in_process(*args, "stage=prepare", run_dir=run)
     found = estimate(cfg_of(*args), [tmp_path / "outputs"], None)
     rows = (json.loads((run / "data" / "meta.json").read_text())["sizes"]["train"])
-    assert found["tokens_from"] == "counted" and 7 * 3 > rows, "the run goes over its train rows more than once"
-    assert f"{found['tokens']:,} training tokens (counted on the prepared data with the model's tokenizer)" in text(found)
+    assert found["tokens_from"] == "expected" and 7 * 3 > rows, "the run goes over its train rows more than once"
+    assert f"about {found['tokens']:,} training tokens (counted on the prepared data with the model's tokenizer; " in text(found)
     run_in_process(*args, "stage=train", run_dir=run)
-    assert json.loads((run / "train.json").read_text())["train_tokens"] == found["tokens"]
+    actual = json.loads((run / "train.json").read_text())["train_tokens"]
+    assert abs(found["tokens"] - actual) <= 0.05 * actual, (found["tokens"], actual)
 
     status = json.loads(run_forge("runs", "status", str(run), "--json", cwd=tmp_path).stdout)
     train = json.loads((run / "train.json").read_text())

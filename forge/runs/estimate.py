@@ -84,6 +84,9 @@ def text(e: dict[str, Any]) -> str:
 def _tokens_text(tokens: Optional[int], source: Optional[str]) -> str:
     if source == "counted":
         return f"{tokens:,} training tokens (counted on the prepared data with the model's tokenizer)"
+    if source == "expected":
+        return (f"about {tokens:,} training tokens (counted on the prepared data with the model's tokenizer; "
+                "the rows the loader's shuffle picks at the rows' mean)")
     if source == "positions":
         return f"{tokens:,} training positions (steps x batch x the prepared data's sequence length)"
     if source == "bound":
@@ -105,10 +108,9 @@ def _tokens(cfg: DictConfig, steps: int) -> dict[str, Any]:
         if per_row is None:
             meta = read_json(data / "meta.json") or {}
             return {"tokens": steps * per_step * world * int(meta["seq_len"]), "tokens_from": "positions", "data": str(data)}
-        counted = trained_tokens(per_row, int(cfg.data.batch_size), steps, int(cfg.trainer.accumulate_grad_batches or 1), world,
-                                 int(cfg.seed))
+        counted = trained_tokens(per_row, int(cfg.data.batch_size), steps, int(cfg.trainer.accumulate_grad_batches or 1), world)
         if counted is not None:
-            return {"tokens": counted, "tokens_from": "counted", "data": str(data)}
+            return {"tokens": counted[0], "tokens_from": "counted" if counted[1] else "expected", "data": str(data)}
     if seq_len:
         return {"tokens": steps * per_step * (world or 1) * int(seq_len), "tokens_from": "bound"}
     return {"tokens": None, "tokens_from": None}

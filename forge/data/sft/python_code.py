@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import os
 import sysconfig
 import textwrap
 from collections import Counter
@@ -27,7 +28,10 @@ def source_files(path: str) -> list[Path]:
     root = Path(sysconfig.get_paths()["stdlib"]) if path == "stdlib" else Path(path)
     if root.is_file():
         return [root]
-    files = [p for p in root.rglob("*.py") if not SKIP_PARTS & set(p.relative_to(root).parts)]
+    files = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in SKIP_PARTS]  # not descended into: site-packages alone is most of the tree
+        files += [Path(folder) / n for n in names if n.endswith(".py")]
     return sorted(files)
 
 

@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
+from forge.data import tokenizer_files
 from forge.data.configs import SFT_FORMATS
 from forge.data.sft import agent_traces, detect, formats
 from forge.data.sft.examples import BadRecord, Example
@@ -167,6 +168,7 @@ class SFT:
             "chat_template": self.tokenizer.chat_template,
             "secret_scan": scan.meta(),
             "inputs": self.inputs(),
+            "tokenizer_files": tokenizer_files.digest(Path(self.tokenizer.name_or_path)),
         }
 
     def _split(self, group: str) -> str:
