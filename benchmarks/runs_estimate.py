@@ -43,7 +43,7 @@ RECIPES = {
     "quickstart": ["+recipe=quickstart", "trainer.max_steps=300", "trainer.val_every_n_steps=100", "logger=csv"],
     "transformer_maze": ["+recipe=transformer_maze", "data.n_train=300", "trainer.max_steps=150", "trainer.val_every_n_steps=50",
                          "logger=csv"],
-    "coder_lora": ["+recipe=coder_lora", "data.seq_len=128", "data.batch_size=2", "trainer.max_steps=8",
+    "coder_lora": ["+recipe=coder_lora", "data.seq_len=128", "data.batch_size=8", "trainer.max_steps=25",
                    "trainer.val_every_n_steps=1000", "trainer.checkpoint_every_n_steps=1000", "eval=perplexity", "eval.batch_size=8",
                    "export=none", "logger=csv"],
 }
@@ -65,6 +65,7 @@ def wait(run: Path, timeout: float = 900) -> dict:
 
 
 def measure(project: Path, name: str, overrides: list[str]) -> dict:
+    overrides = [*overrides, f"cache_dir={project / 'cache'}"]  # a new project's data cache, as prepared by this forge
     subprocess.run([*FORGE, *overrides, "stage=prepare", f"hydra.run.dir={project / 'prepared' / name}"], cwd=project, check=True,
                    capture_output=True)
     first, _ = start(project, overrides)
@@ -88,7 +89,7 @@ def measure(project: Path, name: str, overrides: list[str]) -> dict:
         seq_len = json.loads((run / "data" / "meta.json").read_text())["seq_len"]
         tokens, tokens_from = train["steps"] * estimate["examples_per_step"] * seq_len, "train.json steps x batch x prepared seq_len"
     return {
-        "overrides": overrides,
+        "overrides": overrides[:-1],
         "estimate_text": second["estimate_text"],
         "runs_start_returned_seconds": round(returned, 2),
         "duration": {"estimated_seconds": estimate["seconds"], "actual_seconds": wall,

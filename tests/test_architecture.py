@@ -16,7 +16,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("forge.train", "forge.eval", "forge.compress", "forge.export", "forge.curriculum"),
     ("forge.families",),
     ("forge.stages",),
-    ("forge.runner", "forge.cv", "forge.sweep", "forge.pipeline", "forge.runs", "forge.compare", "forge.registry", "forge.serving"),
+    ("forge.runner", "forge.cv", "forge.sweep", "forge.pipeline", "forge.runs", "forge.compare", "forge.registry", "forge.serving",
+     "forge.learn"),
     ("forge.cli", "forge.__main__"),
 )
 
