@@ -17,7 +17,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("forge.families",),
     ("forge.stages",),
     ("forge.runner", "forge.cv", "forge.sweep", "forge.pipeline", "forge.runs", "forge.compare", "forge.registry", "forge.serving",
-     "forge.learn"),
+     "forge.gate", "forge.learn"),
     ("forge.cli", "forge.__main__"),
 )
 

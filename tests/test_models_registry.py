@@ -292,6 +292,9 @@ def test_models_test_without_a_task_score_is_decided_by_the_heldout_losses(repo:
     assert out["decided_by"] == "test/loss" and out["deploy"] is True
     assert out["comparison"]["test"] == "paired permutation" and out["comparison"]["n"] == 60 and out["comparison"]["b_wins"] == 60
     assert out["recommendation"].startswith("deploy: lm@v0.0.1 beats base (held-out loss 1.8 vs 2.29, p=")
+    main(["test", "lm@v0.0.1", "--margin", "0.6", "--json"])
+    short = json.loads(capsys.readouterr().out)
+    assert short["deploy"] is False and short["recommendation"].endswith("; the gain 0.49 is below the required margin 0.6)")
     (run / "heldout" / "base.test.jsonl").unlink()
     with pytest.raises(ForgeError, match=r"^models test: lm@v0.0.1 and base have no per-item outcomes in common"):
         main(["test", "lm@v0.0.1"])

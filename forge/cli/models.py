@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 from forge.errors import ForgeError
-from forge.run_dir import RunPaths
 
 ACTIONS = ("register", "ls", "versions", "test", "deploy", "rollback", "serve")
 SHOWN_METRICS = 4  # metrics per version in the tables (--json has all)
@@ -185,69 +184,33 @@ def _metrics(metrics: dict[str, Any]) -> str:
 
 
 def _test(argv: list[str]) -> None:
-    """A version against another (or its own base model) on the same items: held-out loss and
-    perplexity, the paired comparisons (forge.compare) of the per-row held-out losses and of the
-    task's own pass/fail score, and a one-line recommendation. The task's score decides when the
-    runs have one (HumanEval); otherwise the held-out loss does."""
-    import math
-
+    """A version against another (or its own base model) on the same held-out items (forge.gate)."""
     from forge import registry
-    from forge.compare import (B_BETTER, SAME_DATA, compare_losses, compare_pass_fail, format_table, heldout_losses,
-                               humaneval_outcomes, paired)
+    from forge.compare import format_table
+    from forge.gate import test_version
 
     parser = _parser("test")
     parser.add_argument("spec", help="NAME@vX.Y.Z")
     parser.add_argument("--against", default="base", help="NAME@vX.Y.Z, or base: the model it was fine-tuned from (default)")
+    parser.add_argument("--alpha", type=float, default=0.05, help="the paired tests' level (default 0.05)")
+    parser.add_argument("--margin", type=float, default=0.0, help="the least gain that recommends deploying (default 0)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    repo = registry.Repo()
-
-    def version(spec: str) -> dict:
-        name, number = registry.parse_spec(spec)
-        found = next((v for v in registry.versions(repo, name) if v["version"] == number), None)
-        if found is None:
-            raise ForgeError(f"models test: {spec} is not a registered version; forge models versions {name}")
-        return found
-
-    candidate = version(args.spec)
-    run = repo.git / candidate["run"]
-    if args.against == "base":
-        other, other_run, other_model = "base", run, "base"
-        other_loss = candidate["metrics"].get("base/test/loss")
-    else:
-        against = version(args.against)
-        other, other_run, other_model, other_loss = args.against, repo.git / against["run"], "fine-tuned", against["metrics"].get("test/loss")
-    names = (other, args.spec)
-    comparisons = {}
-    if all(RunPaths(r).heldout(m, "test").exists() for r, m in ((other_run, other_model), (run, "fine-tuned"))):
-        (_, a), (_, b) = heldout_losses(other_run, other_model), heldout_losses(run, "fine-tuned")
-        comparisons["test/loss"] = compare_losses(*paired(a, b, names, SAME_DATA))
-    if all(any(r.glob(f"humaneval/{m}.*.jsonl")) for r, m in ((other_run, other_model), (run, "fine-tuned"))):
-        (_, a), (_, b) = humaneval_outcomes(other_run, other_model), humaneval_outcomes(run, "fine-tuned")
-        comparisons["pass@1"] = compare_pass_fail(*paired(a, b, names))
-    if not comparisons:
-        raise ForgeError(f"models test: {args.spec} and {other} have no per-item outcomes in common (heldout/ losses or humaneval/ "
-                         "results); evaluate both runs again (stage=evaluate, eval.compare_base=true for base)")
-    deciding = "pass@1" if "pass@1" in comparisons else "test/loss"
-    comparison = comparisons[deciding]
-    better = comparison.verdict == B_BETTER
-    score = "pass@1 {:.3f} vs {:.3f}" if deciding == "pass@1" else "held-out loss {:.4g} vs {:.4g}"
-    why = f"{score.format(comparison.b_mean, comparison.a_mean)}, p={comparison.p_value:.3g}, minimum detectable effect {comparison.mde:.3g}"
-    recommendation = f"{'deploy' if better else 'do not deploy'}: {args.spec} {'beats' if better else 'is not shown better than'} {other} ({why})"
-    loss = candidate["metrics"].get("test/loss")
-    perplexity = {n: math.exp(x) if isinstance(x, (int, float)) else None for n, x in ((args.spec, loss), (other, other_loss))}
+    if not 0 < args.alpha < 1:
+        parser.error(f"--alpha must be between 0 and 1, not {args.alpha:g}")
+    if args.margin < 0:
+        parser.error(f"--margin must be 0 or more, not {args.margin:g}")
+    verdict = test_version(registry.Repo(), args.spec, args.against, args.alpha, args.margin)
     if args.json:
-        print(json.dumps({"candidate": args.spec, "against": other, "test/loss": loss, "against/test/loss": other_loss,
-                          "test/perplexity": perplexity[args.spec], "against/test/perplexity": perplexity[other], "decided_by": deciding,
-                          "comparison": comparison.to_dict(), "comparisons": {k: c.to_dict() for k, c in comparisons.items()},
-                          "deploy": better, "recommendation": recommendation}, indent=2))
+        print(json.dumps(verdict.to_dict(), indent=2))
         return
-    print(f"held-out loss: {args.spec} {loss}, {other} {other_loss}")
-    print(f"held-out perplexity: {args.spec} {_number(perplexity[args.spec])}, {other} {_number(perplexity[other])}")
-    for key, c in comparisons.items():
-        print(f"\n{key}{' (decides)' if key == deciding else ''}:")
-        print(format_table(c, names))
-    print(recommendation)
+    shown = verdict.to_dict()
+    print(f"held-out loss: {args.spec} {verdict.loss}, {args.against} {verdict.against_loss}")
+    print(f"held-out perplexity: {args.spec} {_number(shown['test/perplexity'])}, {args.against} {_number(shown['against/test/perplexity'])}")
+    for key, c in verdict.comparisons.items():
+        print(f"\n{key}{' (decides)' if key == verdict.decided_by else ''}:")
+        print(format_table(c, (args.against, args.spec)))
+    print(verdict.recommendation)
 
 
 def _number(value: Optional[float]) -> str:
