@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import io
 import json
-import logging
 import re
 import shutil
 import subprocess
@@ -33,6 +31,7 @@ from typing import Any, Iterator, Optional
 import yaml
 
 from forge import atomic
+from forge.dvc_add import dvc_add
 from forge.errors import ForgeError
 from forge.run_dir import read_json
 from forge.run_state import read_state
@@ -220,22 +219,10 @@ def check_name(name: str) -> None:
 
 def _store(repo: Repo, name: str, model: Path, meta: dict[str, Any]) -> list[str]:
     """The version's files in the working tree, ready to commit; returns their Git paths."""
-    from dvc.exceptions import DvcException
-    from dvc.repo import Repo as DvcRepo
-
     files = repo.files(name)
     with atomic.atomic_dir(files) as tmp:
         shutil.copytree(model, tmp, dirs_exist_ok=True)
-    dvc_log = logging.getLogger("dvc")
-    level = dvc_log.level
-    dvc_log.setLevel(logging.WARNING)  # not DVC's "git add ..." hints: forge commits the files itself
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), DvcRepo(str(repo.dvc)) as dvc:
-            dvc.add(str(files))
-    except DvcException as e:
-        raise ForgeError(f"models register: dvc add {files} failed: {e}") from e
-    finally:
-        dvc_log.setLevel(level)
+    dvc_add(repo.dvc, files, "models register")
     atomic.write_json(repo.meta_file(name), meta)
     _annotate(repo, name)
     paths = [files.with_suffix(".dvc"), files.parent / ".gitignore", repo.meta_file(name), repo.git / ARTIFACTS_FILE]

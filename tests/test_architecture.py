@@ -10,7 +10,7 @@ FORGE = Path(__file__).resolve().parents[1] / "forge"
 # Lowest first. A module belongs to the first layer with a prefix of its name; modules of one
 # layer may import each other, as long as no two of them (nor two of its packages) do both ways.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("forge.errors", "forge.redact", "forge.secrets", "forge.atomic", "forge.run_dir", "forge.run_state", "forge.config", "forge.conf",
+    ("forge.errors", "forge.dvc_add", "forge.redact", "forge.secrets", "forge.atomic", "forge.run_dir", "forge.run_state", "forge.config", "forge.conf",
      "forge.summary"),
     ("forge.models", "forge.data"),
     ("forge.train", "forge.eval", "forge.compress", "forge.export", "forge.curriculum"),
