@@ -1,0 +1,92 @@
+"""Turning recorded runs into training data: the good runs not exported yet, each once, never an
+evaluation task, never one holding a secret, written as agent_runs JSONL (the SFT format forge
+trains on) and tracked by DVC.
+
+An export's file is named by the runs it holds, so an export repeated after a kill writes the
+same file; a file no store record points to (the kill came between the file and the store's
+commit) is an orphan the next step removes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Protocol
+
+from forge import atomic, secrets
+from forge.dvc_add import dvc_add
+
+
+class RunLike(Protocol):
+    id: str
+    task: str
+    task_id: Optional[str]
+    response: Optional[str]
+    messages: Optional[list[dict[str, Any]]]
+    signals: dict[str, Any]
+    reward: float
+
+
+@dataclass
+class Selection:
+    runs: list[Any] = field(default_factory=list)
+    left_out: Counter[str] = field(default_factory=Counter)
+
+
+def select(candidates: Iterable[RunLike], evaluation: set[str]) -> Selection:
+    """The runs to export: one per distinct (task, answer), none whose task (or task id) is an
+    evaluation task, none with a secret in its text (detect-secrets' patterns, forge.secrets)."""
+    out = Selection()
+    seen: set[str] = set()
+    for run in candidates:
+        if run.task in evaluation or (run.task_id is not None and run.task_id in evaluation):
+            out.left_out["evaluation_tasks"] += 1
+            continue
+        text = json.dumps([run.task, run.response, run.messages], sort_keys=True)
+        key = hashlib.sha256(text.encode()).hexdigest()
+        if key in seen:
+            out.left_out["duplicates"] += 1
+            continue
+        if secrets.find(text):
+            out.left_out["secrets"] += 1
+            continue
+        seen.add(key)
+        out.runs.append(run)
+    return out
+
+
+def record(run: RunLike) -> dict[str, Any]:
+    """The run as an agent_runs record (forge.data.sft.formats): what training reads."""
+    out: dict[str, Any] = {"id": run.id, "task": run.task}
+    if run.messages:
+        out["messages"] = run.messages
+    else:
+        out["response"] = run.response
+    out["signals"] = run.signals
+    return out
+
+
+def file_name(runs: list[RunLike]) -> str:
+    digest = hashlib.sha256("\n".join(sorted(r.id for r in runs)).encode()).hexdigest()
+    return f"export-{digest[:16]}.jsonl"
+
+
+def write(runs: list[RunLike], folder: Path, dvc_project: Optional[Path]) -> tuple[Path, str]:
+    """The export file (written atomically, then `dvc add`ed when the project is a DVC one);
+    returns its path and SHA-256."""
+    path = folder / file_name(runs)
+    text = "".join(json.dumps(record(r), ensure_ascii=False) + "\n" for r in runs)
+    atomic.write_text(path, text)
+    if dvc_project is not None:
+        dvc_add(dvc_project, path, "learn export")
+    return path, hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def orphans(folder: Path, known: set[str]) -> list[Path]:
+    """Export files the store does not know: left by a step killed before its commit."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("export-*.jsonl") if p.name not in known)
