@@ -176,7 +176,7 @@ def test_a_doctored_or_foreign_blob_is_refused():
     (lambda: Router(MODELS, window=0), "router window=0: a number of runs, at least 1"),
     (lambda: Router(MODELS).update("huge", 1.0), "router model 'huge': not one of small, mid, large"),
     (lambda: Router(MODELS).update("mid", -0.1), "reward -0.1 for router model 'mid'"),
-    (lambda: RewardWatch("cusum"), "drift detector 'cusum': choose one of adwin, page_hinkley"),
+    (lambda: RewardWatch("cusum"), "drift detector 'cusum': choose one of page_hinkley, adwin"),
     (lambda: RewardWatch("adwin", delta=1.0), "adwin delta=1.0: must be a confidence in"),
     (lambda: RewardWatch("page_hinkley", delta=0), "page_hinkley delta=0: must be a positive magnitude"),
     (lambda: compare_versions([], [1.0]), "both versions need rewards"),

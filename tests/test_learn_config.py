@@ -26,7 +26,11 @@ def test_layers_in_order(tmp_path: Path) -> None:
     ("export.min_runs=0", "learn.export.min_runs=0: must be at least 1"),
     ("watch.previous_share=1.5", "learn.watch.previous_share=1.5: must be in [0, 1]"),
     ("gate.alpha=0", "learn.gate.alpha=0: a significance level in (0, 1), e.g. 0.05"),
-    ("watch.detector=kswin", "learn.watch.detector=kswin: choose one of adwin, page_hinkley"),
+    ("watch.detector=kswin", "learn.watch.detector=kswin: choose one of page_hinkley, adwin"),
+    ("reward_weights.errors=-0.1", "learn.reward_weights: the loop learns from a reward in [0, 1]: weigh only compiled and tests_passed, "
+                                   "with weights of 0 or more summing to at most 1 (e.g. tests_passed: 0.8, compiled: 0.2); other "
+                                   "signals are recorded as they are"),
+    ("watch.delta=-1", "learn.watch.delta=-1: must be positive (below 1 for adwin), or null for the detector's default"),
     ("train.start_from=scratch", "learn.train.start_from=scratch: choose one of base, deployed"),
     ("retrain.reward_drop=2", "learn.retrain.reward_drop=2: a fraction in (0, 1), e.g. 0.1 for a 10% fall"),
     ("export.min_runs=many", "learn.export.min_runs: Value 'many' of type 'str' could not be converted to Integer (in the command line)"),

@@ -22,7 +22,7 @@ PROJECT_FILE = "learn.yaml"
 # 0/1, tests_passed as the passed fraction of tests_total, the others as reported).
 SIGNALS = ("compiled", "tests_passed", "errors", "human_rating", "latency", "cost")
 UNIT_SIGNALS = ("compiled", "tests_passed")  # always in [0, 1]
-DETECTORS = ("adwin", "page_hinkley")
+DETECTORS = ("page_hinkley", "adwin")
 POLICIES = ("epsilon_greedy", "ucb", "thompson")
 START_FROM = ("base", "deployed")
 
@@ -74,16 +74,17 @@ class RetrainCfg:
 class WatchCfg:
     enabled: bool = True
     previous_share: float = 0.2  # share of runs kept on the previous version after a deploy
-    detector: str = "adwin"
-    delta: float = 0.002  # ADWIN's confidence; Page-Hinkley's magnitude
+    detector: str = "page_hinkley"
+    delta: Optional[float] = None  # ADWIN's confidence, Page-Hinkley's magnitude; null: the detector's tuned default (forge.learn.drift)
     min_runs: int = 30  # runs of each version before comparing them
     alpha: float = 0.01  # significance of the new-against-previous test that rolls back
 
 
 @dataclass
 class BanditCfg:
-    policy: str = "thompson"
+    policy: str = "thompson"  # the prompt bandit's and the model router's
     epsilon: float = 0.1  # epsilon_greedy only
+    seed: int = 0
 
 
 @dataclass
@@ -143,9 +144,13 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"learn.reward_weights.{unknown[0]}: not a signal an agent run reports; use {', '.join(SIGNALS)}")
     if not cfg.reward_weights or all(w == 0 for w in cfg.reward_weights.values()):
         raise ConfigError("learn.reward_weights: give at least one non-zero weight (e.g. tests_passed: 1.0)")
-    top = sum(max(w, 0.0) for w in cfg.reward_weights.values())
-    bounded = all(s in UNIT_SIGNALS for s, w in cfg.reward_weights.items() if w > 0)
-    if cfg.export.enabled and bounded and cfg.export.min_reward > top:
+    unit = all(s in UNIT_SIGNALS and w >= 0 for s, w in cfg.reward_weights.items()) and sum(cfg.reward_weights.values()) <= 1 + 1e-9
+    if not unit:  # the bandit, the router and the watch learn from rewards in [0, 1]
+        raise ConfigError(f"learn.reward_weights: the loop learns from a reward in [0, 1]: weigh only {' and '.join(UNIT_SIGNALS)}, "
+                          "with weights of 0 or more summing to at most 1 (e.g. tests_passed: 0.8, compiled: 0.2); other "
+                          "signals are recorded as they are")
+    top = sum(cfg.reward_weights.values())
+    if cfg.export.enabled and cfg.export.min_reward > top:
         raise ConfigError(f"learn.export.min_reward={cfg.export.min_reward:g}: no run can reach it (the highest reward these weights give "
                           f"is {top:g}); lower it or raise learn.reward_weights")
     for key, value in (("export.min_runs", cfg.export.min_runs), ("train.min_examples", cfg.train.min_examples),
@@ -158,8 +163,8 @@ def check(cfg: DictConfig) -> None:
     for key, value in (("gate.alpha", cfg.gate.alpha), ("watch.alpha", cfg.watch.alpha)):
         if not 0 < value < 1:
             raise ConfigError(f"learn.{key}={value:g}: a significance level in (0, 1), e.g. 0.05")
-    if cfg.watch.delta <= 0:
-        raise ConfigError(f"learn.watch.delta={cfg.watch.delta:g}: must be positive")
+    if cfg.watch.delta is not None and (cfg.watch.delta <= 0 or (cfg.watch.detector == "adwin" and cfg.watch.delta >= 1)):
+        raise ConfigError(f"learn.watch.delta={cfg.watch.delta:g}: must be positive (below 1 for adwin), or null for the detector's default")
     for key, value, choices in (("watch.detector", cfg.watch.detector, DETECTORS), ("bandit.policy", cfg.bandit.policy, POLICIES),
                                 ("train.start_from", cfg.train.start_from, START_FROM)):
         if value not in choices:
