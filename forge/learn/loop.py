@@ -1,0 +1,262 @@
+"""One pass of the learning loop (`forge learn step`; `forge learn watch` repeats it).
+
+Each threshold is checked in turn, and each action it takes is written to the audit log with
+its reason:
+
+1. watch: the deployed version's rewards against the previous version's (the share of runs kept
+   on it), and a drift detector on its reward stream; a significant drop or a detected drift
+   rolls the stage back (`forge models rollback`);
+2. export: enough good runs not exported yet become a DVC-tracked agent_runs file;
+3. train: enough exported examples no deployed version used (or a time / reward trigger) start a
+   run of the configured recipe on them (`forge runs start`);
+4. register: the finished run's model becomes the candidate version (`forge models register`);
+5. gate and deploy: the candidate against the deployed version (or the base model) on held-out
+   items (forge.gate); deployed only when better (`forge models deploy`), and its examples are
+   marked used.
+
+The loop's own state (the run in training, the candidate, what is deployed and what was before)
+is a JSON blob in the store. Every action either is idempotent or first looks at what a killed
+predecessor left, so a step killed at any point leaves the store, the registry and the served
+model consistent, and the next step finishes or undoes the action: a rollback or deploy killed
+before its tag is checked and done again; one killed after its tag is adopted from the registry;
+a registration is found by its run; an export file the store never recorded is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from forge import registry, serving
+from forge.errors import ForgeError
+from forge.gate import test_version
+from forge.learn import export
+from forge.learn.drift import RewardWatch, compare_versions
+from forge.learn.records import now
+from forge.learn.store import Export, Store
+from forge.runs.listing import describe
+
+STATE = "loop"
+WATCH = "watch"
+
+
+class Loop:
+    def __init__(self, cfg: DictConfig, store: Store, project: Path = Path(".")) -> None:
+        self.cfg, self.store, self.project = cfg, store, project.resolve()
+        self.name, self.stage = cfg.deploy.model, cfg.deploy.stage
+
+    def step(self) -> list[str]:
+        """One pass; the actions taken, as their audit-log lines."""
+        taken = []
+        for action in (self._reconcile, self._watch, self._export, self._train, self._register, self._gate):
+            line = action()
+            if line:
+                taken.append(line)
+        return taken
+
+    # --- state ---
+
+    def state(self) -> dict[str, Any]:
+        blob = self.store.get_state(STATE)
+        return json.loads(blob) if blob else {"training": None, "candidate": None, "deployed": None, "used_exports": []}
+
+    def _save(self, state: dict[str, Any], action: str, status: str, reason: str, details: Optional[dict[str, Any]] = None,
+              also: Optional[Callable[[], Any]] = None) -> str:
+        """The new state, the audit entry and any other store change, in one transaction."""
+        with self.store.transaction():
+            if also is not None:
+                also()
+            self.store.put_state(STATE, json.dumps(state, sort_keys=True).encode())
+            self.store.log(action, status, reason, details)
+        return f"{action} {status}: {reason}"
+
+    def _repo(self) -> registry.Repo:
+        return registry.Repo(self.project)
+
+    # --- 0. what a killed step left ---
+
+    def _reconcile(self) -> Optional[str]:
+        """Adopt a stage move the registry made after the step that asked for it was killed."""
+        state = self.state()
+        deployed = state["deployed"]
+        if deployed is None or registry.Repo is None:
+            return None
+        try:
+            current = registry.current(self._repo(), self.name, self.stage)
+        except ForgeError:
+            return None
+        if current is None or current == deployed["version"]:
+            return None
+        if state["candidate"] and state["candidate"]["version"] == current:
+            return None  # a deploy the gate step finishes
+        previous = deployed["previous"] if current == deployed.get("previous") else deployed["version"]
+        state["deployed"] = {"version": current, "previous": None if current == deployed.get("previous") else previous, "since": now()}
+        return self._save(state, "reconcile", "done", f"the registry has {self.name} {current} in {self.stage}; the loop follows it")
+
+    # --- 1. watch and roll back ---
+
+    def _watch(self) -> Optional[str]:
+        state = self.state()
+        deployed = state["deployed"]
+        if not self.cfg.watch.enabled or deployed is None or not deployed.get("previous"):
+            return None
+        version, previous, since = deployed["version"], deployed["previous"], deployed["since"]
+        new = self.store.runs(model=self.name, version=version, since=since, heldout=False)
+        old = self.store.runs(model=self.name, version=previous, since=since, heldout=False)
+        blob = self.store.get_state(WATCH)
+        watch = RewardWatch.loads(blob) if blob else RewardWatch(self.cfg.watch.detector, self.cfg.watch.delta)
+        key = f"{self.name}@{version}"
+        seen = watch.count(key)
+        drifted = any([watch.update(key, r.reward) for r in new[seen:]])
+        self.store.put_state(WATCH, watch.dumps())
+        reason = None
+        if drifted:
+            reason = f"drift in {key}'s reward ({self.cfg.watch.detector}; mean {watch.mean(key):.3f} over {watch.count(key)} runs)"
+        elif len(new) >= self.cfg.watch.min_runs and len(old) >= self.cfg.watch.min_runs:
+            test = compare_versions([r.reward for r in new], [r.reward for r in old], self.cfg.watch.alpha)
+            if test.dropped:
+                reason = (f"{version}'s reward {test.means[0]:.3f} is below {previous}'s {test.means[1]:.3f} over the same window "
+                          f"({len(new)} and {len(old)} runs, one-sided p={test.p:.3g} < {self.cfg.watch.alpha:g})")
+        if reason is None:
+            return None
+        before, after, _ = serving.rollback(self.name, self.stage, to=previous, port=self.cfg.deploy.port, cwd=self.project)
+        state["deployed"] = {"version": after, "previous": None, "since": now()}
+        return self._save(state, "rollback", "done", f"{self.name} {self.stage}: {before} -> {after}: {reason}",
+                          {"from": before, "to": after})
+
+    # --- 2. export ---
+
+    def _export(self) -> Optional[str]:
+        cfg = self.cfg.export
+        folder = self.project / cfg.dir
+        known = {Path(e.path).name for e in self.store.exports()}
+        for orphan in export.orphans(folder, known):  # written by a step killed before the store recorded it
+            orphan.unlink()
+            orphan.with_name(orphan.name + ".dvc").unlink(missing_ok=True)
+        if not cfg.enabled:
+            return None
+        good = self.store.runs(exported=False, heldout=False, min_reward=cfg.min_reward)
+        if len(good) < cfg.min_runs:
+            return None
+        evaluation = {r.task for r in self.store.runs(heldout=True)} | {r.task_id for r in self.store.runs(heldout=True) if r.task_id}
+        chosen = export.select(good, evaluation)
+        if len(chosen.runs) < cfg.min_runs:
+            return None
+        path, digest = export.write(chosen.runs, folder, self._dvc_project())
+        record = Export(path=str(path.relative_to(self.project)), sha256=digest, count=len(chosen.runs))
+        left_out = ", ".join(f"{n} {k}" for k, n in sorted(chosen.left_out.items())) or "none"
+        state = self.state()
+        return self._save(state, "export", "done", f"{len(chosen.runs)} runs with reward >= {cfg.min_reward:g} to {record.path} "
+                          f"(left out: {left_out})", {"export": record.id, "runs": len(chosen.runs), "left_out": dict(chosen.left_out)},
+                          also=lambda: self.store.mark_exported([r.id for r in chosen.runs], record))
+
+    def _dvc_project(self) -> Optional[Path]:
+        return next((d for d in [self.project, *self.project.parents] if (d / ".dvc").is_dir()), None)
+
+    # --- 3. train ---
+
+    def _train(self) -> Optional[str]:
+        state = self.state()
+        if not self.cfg.train.enabled or state["training"] or state["candidate"]:
+            return None
+        fresh = [e for e in self.store.exports() if e.id not in state["used_exports"]]
+        examples = sum(e.count for e in fresh)
+        trigger = self._trigger(state)
+        if not fresh or (examples < self.cfg.train.min_examples and trigger is None):
+            return None
+        why = trigger or f"{examples} new examples >= {self.cfg.train.min_examples}"
+        started = self._start_run(fresh)
+        state["training"] = {"run": started["run_dir"], "exports": [e.id for e in fresh], "started": now()}
+        return self._save(state, "train", "started", f"run {started['run']} on {len(fresh)} export(s) ({why})",
+                          {"run": started["run_dir"], "estimate": started.get("estimate_text")})
+
+    def _trigger(self, state: dict[str, Any]) -> Optional[str]:
+        """A time- or reward-based reason to train before the examples threshold."""
+        deployed, cfg = state["deployed"], self.cfg.retrain
+        if deployed is None:
+            return None
+        since = datetime.fromisoformat(deployed["since"])
+        if cfg.after_days is not None and datetime.now(timezone.utc) - since >= timedelta(days=cfg.after_days):
+            return f"{cfg.after_days:g} days since {deployed['version']} was deployed"
+        if cfg.reward_drop is not None:
+            rewards = [r.reward for r in self.store.runs(model=self.name, version=deployed["version"], heldout=False)]
+            n = self.cfg.watch.min_runs
+            if len(rewards) >= 2 * n:
+                first, last = sum(rewards[:n]) / n, sum(rewards[-n:]) / n
+                if first > 0 and (first - last) / first > cfg.reward_drop:
+                    return f"{deployed['version']}'s mean reward fell from {first:.3f} to {last:.3f} (more than {cfg.reward_drop:.0%})"
+        return None
+
+    def _start_run(self, exports: list[Export]) -> dict[str, Any]:
+        weights = OmegaConf.to_container(self.cfg.reward_weights)
+        sources = [{"format": "agent_runs", "path": str(self.project / e.path), "reward_weights": weights} for e in exports]
+        argv = [sys.executable, "-m", "forge", "runs", "start", "--yes", "--json", f"+recipe={self.cfg.train.recipe}",
+                f"data.sources={json.dumps(sources)}", *self.cfg.train.overrides]
+        done = subprocess.run(argv, cwd=self.project, capture_output=True, text=True)
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            raise ForgeError(f"learn train: forge runs start failed: {lines[-1] if lines else f'exit code {done.returncode}'}")
+        return json.loads(done.stdout)
+
+    # --- 4. register the finished run ---
+
+    def _register(self) -> Optional[str]:
+        state = self.state()
+        training = state["training"]
+        if training is None:
+            return None
+        run = Path(training["run"])
+        status = describe(run)["status"]
+        if status in ("running", "starting"):
+            return None
+        state["training"] = None
+        if status != "finished":
+            error = (describe(run).get("error") or "no error recorded").splitlines()[0]
+            return self._save(state, "train", "failed", f"run {run.name} ended {status}: {error}", {"run": str(run)})
+        repo = self._repo()
+        where = str(run.resolve().relative_to(repo.git)) if run.resolve().is_relative_to(repo.git) else str(run.resolve())
+        known = registry.names(repo)
+        found = next((v["version"] for v in registry.versions(repo, self.name) if v["run"] == where), None) if self.name in known else None
+        spec = f"{self.name}@{found}" if found else registry.register(run, self.name, self.project)
+        state["candidate"] = {"version": spec.split("@")[1], "run": str(run), "exports": training["exports"]}
+        return self._save(state, "register", "done", f"run {run.name} is {spec}", {"version": spec})
+
+    # --- 5. gate and deploy ---
+
+    def _gate(self) -> Optional[str]:
+        state = self.state()
+        candidate = state["candidate"]
+        if candidate is None:
+            return None
+        spec, repo = f"{self.name}@{candidate['version']}", self._repo()
+        if registry.current(repo, self.name, self.stage) == candidate["version"]:
+            return self._deployed(state, spec, "its deploy was made by a step that did not finish")
+        deployed = state["deployed"]
+        against = f"{self.name}@{deployed['version']}" if deployed else "base"
+        reason = "the gate is off"
+        if self.cfg.gate.enabled:
+            verdict = test_version(repo, spec, against, self.cfg.gate.alpha, self.cfg.gate.margin)
+            if not verdict.deploy:
+                state["candidate"] = None
+                return self._save(state, "gate", "rejected", verdict.recommendation, verdict.to_dict())
+            self.store.log("gate", "passed", verdict.recommendation, verdict.to_dict())
+            reason = verdict.recommendation
+        if not self.cfg.deploy.enabled:
+            return None
+        serving.deploy(spec, self.stage, port=self.cfg.deploy.port, cwd=self.project)
+        return self._deployed(state, spec, reason)
+
+    def _deployed(self, state: dict[str, Any], spec: str, reason: str) -> str:
+        candidate, deployed = state["candidate"], state["deployed"]
+        version = candidate["version"]
+        state["deployed"] = {"version": version, "previous": deployed["version"] if deployed else None, "since": now()}
+        state["used_exports"] = sorted(set(state["used_exports"]) | set(candidate["exports"]))
+        state["candidate"] = None
+        return self._save(state, "deploy", "done", f"{spec} -> {self.stage}: {reason}", {"version": spec},
+                          also=lambda: self.store.mark_used(candidate["exports"], version))
