@@ -131,9 +131,9 @@ WRITER = textwrap.dedent("""
     from forge.learn.store import Store
 
     url, name, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-    store = Store.open(url)
     while not go.exists():
         time.sleep(0.005)
+    store = Store.open(url)  # both open a new database at once: it is created and migrated once
     for i in range(200):
         store.add([parse({"task": f"t{i}", "role": name, "model": "m", "response": "r", "id": f"{name}-{i}",
                           "signals": {"tests_passed": i % 2}}, {"tests_passed": 1.0})])
@@ -145,7 +145,6 @@ WRITER = textwrap.dedent("""
 
 def test_two_processes_recording_at_once_lose_nothing(tmp_path: Path) -> None:
     go = tmp_path / "go"
-    Store.open(url(tmp_path)).close()
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, url(tmp_path), name, str(go)], env=forge_env(),
                                 stderr=subprocess.PIPE, text=True) for name in ("alpha", "beta")]
     go.touch()
