@@ -17,7 +17,7 @@ from conftest import forge_env, run_forge
 from forge.config.errors import ConfigError
 from forge.errors import ForgeError
 from forge.learn import Learner
-from forge.learn.records import Run, parse
+from forge.learn.records import parse
 from forge.learn.store import MIGRATIONS, Export, Store, migrate
 
 WEIGHTS = {"tests_passed": 1.0}

@@ -222,11 +222,11 @@ class Store:
         self._local = threading.local()
 
     @classmethod
-    def open(cls, url: str, project: Path = Path("."), migrate_to: Optional[int] = None) -> "Store":
+    def open(cls, url: str, project: Path = Path(".")) -> "Store":
         """The store at `url` (relative SQLite paths are from `project`), migrated to the newest schema."""
         engine = _engine(url, Path(project))
         try:
-            migrate(engine, migrate_to)
+            migrate(engine)
         except OperationalError as e:
             engine.dispose()
             raise ForgeError(f"learn.store.url={_shown(engine)}: cannot open the store ({_first_line(e)}); "
