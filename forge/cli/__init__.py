@@ -46,6 +46,8 @@ COMMANDS: dict[str, Command] = {
                        "compare two runs item by item: paired test, interval, minimum detectable effect, verdict"),
     "models": Command("forge.cli.models:main", "register|ls|versions|test|deploy|rollback|serve ...",
                       "register a run's model as a version (GTO+DVC), test it, deploy and roll back stages, serve them"),
+    "learn": Command("forge.cli.learn:main", "record|status|history|step|watch ... [key=value]",
+                     "the learning loop: record agent runs, see the store and the audit log, run the loop"),
 }
 # Commands spelled as a flag, recognised anywhere in the arguments and given all of them.
 FLAG_COMMANDS: dict[str, Command] = {
