@@ -84,7 +84,7 @@ def test_command_help(tmp_path: Path) -> None:
     [
         ("valdate", "Did you mean 'validate'?"),
         ("quickstart", "To run a recipe: forge +recipe=quickstart."),
-        ("frobnicate", "Commands: validate, dvc-yaml, runs, compare, models;"),
+        ("frobnicate", "Commands: validate, dvc-yaml, runs, compare, models, learn;"),
     ],
 )
 def test_an_unknown_word_is_refused_with_the_commands(word: str, expected: str, tmp_path: Path) -> None:
