@@ -19,6 +19,7 @@ from forge.errors import ForgeError
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
+    from forge.learn.learner import Learner
     from forge.learn.store import Store
 
 
@@ -85,8 +86,10 @@ def _record(argv: list[str]) -> None:
             raise ForgeError(f"{where}: id {run.id!r} is also on line {lines_of[run.id]}; give each run its own id; nothing was recorded")
         lines_of[run.id] = number
         runs.append(run)
-    with open_store(cfg) as store:
-        ids = store.add(runs)
+    from forge.learn.learner import Learner
+
+    with Learner(Path("."), overrides) as learner:
+        ids, store = learner.add(runs), learner.store
     mean = sum(r.reward for r in runs) / len(runs) if runs else None
     if args.json:
         print(json.dumps({"recorded": len(ids), "mean_reward": mean, "ids": ids, "store": store.url}))
@@ -145,5 +148,58 @@ def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
-# One entry per subcommand: the loop's own (step, watch) are added here.
-SUBCOMMANDS: dict[str, Callable[[list[str]], None]] = {"record": _record, "status": _status, "history": _history}
+def _step(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="forge learn step", usage="forge learn step [key=value ...]",
+                                     description="One pass of the loop: watch and roll back, export, train, register, gate, deploy; "
+                                                 "each action is logged with its reason (forge learn history).")
+    _, overrides = settings(parser, argv)
+    from forge.learn.learner import Learner
+
+    with Learner(Path("."), overrides) as learner:
+        taken = learner.step()
+        print("\n".join(taken) if taken else f"nothing to do: {_waiting(learner)}")
+
+
+def _watch(argv: list[str]) -> None:
+    import signal
+    import time
+
+    parser = argparse.ArgumentParser(prog="forge learn watch", usage="forge learn watch [--steps N] [key=value ...]",
+                                     description="A pass of the loop every interval_s seconds until stopped (Ctrl-C, SIGTERM).")
+    parser.add_argument("--steps", type=int, help="stop after this many passes")
+    args, overrides = settings(parser, argv)
+    from forge.learn.learner import Learner
+
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    with Learner(Path("."), overrides) as learner:
+        done = 0
+        try:
+            while not stopping and (args.steps is None or done < args.steps):
+                for line in learner.step():
+                    print(line, flush=True)
+                done += 1
+                deadline = time.monotonic() + learner.cfg.interval_s
+                while not stopping and (args.steps is None or done < args.steps) and time.monotonic() < deadline:
+                    time.sleep(min(1.0, deadline - time.monotonic()))
+        except KeyboardInterrupt:
+            pass
+    print(f"stopped after {done} pass{'es' if done != 1 else ''}")
+
+
+def _waiting(learner: "Learner") -> str:
+    """What the loop waits for, in numbers."""
+    from forge.learn.loop import Loop
+
+    cfg, store = learner.cfg, learner.store
+    state = Loop(cfg, store, learner.project).state()
+    if state["training"]:
+        return f"run {Path(state['training']['run']).name} is training"
+    good = store.count(exported=False, heldout=False, min_reward=cfg.export.min_reward)
+    fresh = sum(e.count for e in store.exports() if e.id not in state["used_exports"])
+    return (f"{good} good runs not exported (export at {cfg.export.min_runs}), {fresh} exported examples not used "
+            f"(train at {cfg.train.min_examples})")
+
+
+SUBCOMMANDS: dict[str, Callable[[list[str]], None]] = {"record": _record, "status": _status, "history": _history, "step": _step,
+                                                        "watch": _watch}

@@ -44,7 +44,7 @@ class ExportCfg:
 class TrainCfg:
     enabled: bool = True
     min_examples: int = 50  # train once exports hold this many examples no deployed version used
-    recipe: str = "coder_lora"
+    recipe: Optional[str] = "coder_lora"  # null: the overrides alone say what to train
     overrides: list[str] = field(default_factory=list)
     start_from: str = "base"  # base: each round from the base model (ReST-EM); deployed: continue the deployed adapter
 
@@ -89,8 +89,9 @@ class BanditCfg:
 
 @dataclass
 class RouterModel:
-    name: str = ""
+    name: str = ""  # the loop's own model (deploy.model) is served at its stage; others are the agent's to call
     cost: float = 0.0  # per call
+    tier: Optional[str] = None  # select_model(tier=...) chooses among the models of one tier
 
 
 @dataclass
@@ -112,6 +113,7 @@ class LearnCfg:
     deploy: DeployCfg = field(default_factory=DeployCfg)
     retrain: RetrainCfg = field(default_factory=RetrainCfg)
     watch: WatchCfg = field(default_factory=WatchCfg)
+    prompts: dict[str, list[str]] = field(default_factory=dict)  # role -> its prompt variants, for select_prompt
     bandit: BanditCfg = field(default_factory=BanditCfg)
     router: RouterCfg = field(default_factory=RouterCfg)
 
@@ -173,6 +175,12 @@ def check(cfg: DictConfig) -> None:
         raise ConfigError(f"learn.retrain.reward_drop={cfg.retrain.reward_drop:g}: a fraction in (0, 1), e.g. 0.1 for a 10% fall")
     if cfg.retrain.after_days is not None and cfg.retrain.after_days <= 0:
         raise ConfigError(f"learn.retrain.after_days={cfg.retrain.after_days:g}: must be positive")
+    for role, variants in cfg.prompts.items():
+        if not variants or len(set(variants)) != len(variants):
+            raise ConfigError(f"learn.prompts.{role}: give one or more distinct prompt variant names")
+    if cfg.train.start_from == "deployed":
+        raise ConfigError("learn.train.start_from=deployed: continuing the deployed adapter is not supported yet; use base "
+                          "(each round trains from the base model)")
     names = [m.name for m in cfg.router.models]
     if any(not n for n in names) or len(set(names)) != len(names):
         raise ConfigError("learn.router.models: each model needs its own non-empty name")

@@ -50,6 +50,19 @@ class Loop:
     def __init__(self, cfg: DictConfig, store: Store, project: Path = Path(".")) -> None:
         self.cfg, self.store, self.project = cfg, store, project.resolve()
         self.name, self.stage = cfg.deploy.model, cfg.deploy.stage
+        self.previous_stage = f"{self.stage}-previous"  # a server only (no registry stage): the watched share's version
+
+    def endpoints(self) -> list[dict[str, str]]:
+        """The deployed version's server, then (while a new version is watched) the previous one's."""
+        deployed = self.state()["deployed"]
+        if deployed is None:
+            return []
+        repo, out = self._repo(), []
+        for stage, version in ((self.stage, deployed["version"]), (self.previous_stage, deployed.get("previous"))):
+            record = serving.Stage(repo, self.name, stage).record() if version else None
+            if record and record["alive"] and record["version"] == version:
+                out.append({"version": version, "url": record["url"]})
+        return out
 
     def step(self) -> list[str]:
         """One pass; the actions taken, as their audit-log lines."""
@@ -82,17 +95,20 @@ class Loop:
     # --- 0. what a killed step left ---
 
     def _reconcile(self) -> Optional[str]:
-        """Adopt a stage move the registry made after the step that asked for it was killed."""
+        """Adopt what the registry says is deployed: a stage move made after the step that asked for
+    it was killed, or a version deployed by hand before the loop ran."""
         state = self.state()
         deployed = state["deployed"]
-        if deployed is None or registry.Repo is None:
-            return None
         try:
-            current = registry.current(self._repo(), self.name, self.stage)
+            repo = self._repo()
+            current = registry.current(repo, self.name, self.stage) if self.name in registry.names(repo) else None
         except ForgeError:
             return None
-        if current is None or current == deployed["version"]:
+        if current is None or (deployed is not None and current == deployed["version"]):
             return None
+        if deployed is None:
+            state["deployed"] = {"version": current, "previous": None, "since": now()}
+            return self._save(state, "reconcile", "done", f"{self.name} {current} is in {self.stage}: the loop starts from it")
         if state["candidate"] and state["candidate"]["version"] == current:
             return None  # a deploy the gate step finishes
         previous = deployed["previous"] if current == deployed.get("previous") else deployed["version"]
@@ -126,6 +142,7 @@ class Loop:
         if reason is None:
             return None
         before, after, _ = serving.rollback(self.name, self.stage, to=previous, port=self.cfg.deploy.port, cwd=self.project)
+        serving.shutdown(self.name, self.previous_stage, cwd=self.project)
         state["deployed"] = {"version": after, "previous": None, "since": now()}
         return self._save(state, "rollback", "done", f"{self.name} {self.stage}: {before} -> {after}: {reason}",
                           {"from": before, "to": after})
@@ -250,6 +267,8 @@ class Loop:
         if not self.cfg.deploy.enabled:
             return None
         serving.deploy(spec, self.stage, port=self.cfg.deploy.port, cwd=self.project)
+        if deployed and self.cfg.watch.enabled and self.cfg.watch.previous_share > 0:  # both measured in the same window
+            serving.move(repo, self.name, self.previous_stage, deployed["version"], serving.HOST, self.cfg.deploy.port + 1, 600.0, False)
         return self._deployed(state, spec, reason)
 
     def _deployed(self, state: dict[str, Any], spec: str, reason: str) -> str:
