@@ -213,8 +213,9 @@ class Loop:
     def _start_run(self, exports: list[Export]) -> dict[str, Any]:
         weights = OmegaConf.to_container(self.cfg.reward_weights)
         sources = [{"format": "agent_runs", "path": str(self.project / e.path), "reward_weights": weights} for e in exports]
-        argv = [sys.executable, "-m", "forge", "runs", "start", "--yes", "--json", f"+recipe={self.cfg.train.recipe}",
-                f"data.sources={json.dumps(sources)}", *self.cfg.train.overrides]
+        recipe = [f"+recipe={self.cfg.train.recipe}"] if self.cfg.train.recipe else []
+        argv = [sys.executable, "-m", "forge", "runs", "start", "--yes", "--json", *recipe, *self.cfg.train.overrides,
+                f"data.sources={_override(sources)}"]
         done = subprocess.run(argv, cwd=self.project, capture_output=True, text=True)
         if done.returncode != 0:
             lines = (done.stderr or done.stdout).strip().splitlines()
@@ -279,3 +280,16 @@ class Loop:
         state["candidate"] = None
         return self._save(state, "deploy", "done", f"{spec} -> {self.stage}: {reason}", {"version": spec},
                           also=lambda: self.store.mark_used(candidate["exports"], version))
+
+
+def _override(value: Any) -> str:
+    """`value` in Hydra's override grammar (bare keys, quoted strings), which JSON is not."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_override(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_override(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
