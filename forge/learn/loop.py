@@ -40,6 +40,8 @@ from forge.learn import export
 from forge.learn.drift import RewardWatch, compare_versions
 from forge.learn.records import now
 from forge.learn.store import Export, Store
+from forge.run_dir import read_json
+from forge.runs.launch import LAUNCH_FILE, RUNS_DIR
 from forge.runs.listing import describe
 
 STATE = "loop"
@@ -180,7 +182,16 @@ class Loop:
 
     def _train(self) -> Optional[str]:
         state = self.state()
-        if not self.cfg.train.enabled or state["training"] or state["candidate"]:
+        training = state["training"]
+        if training is not None and training["run"] is None:  # a start killed before the loop recorded its run
+            found = self._started(training)
+            if found is None:
+                state["training"] = None
+                return self._save(state, "train", "undone", "a start was interrupted before its run began; the next pass starts it again")
+            training["run"] = str(found)
+            return self._save(state, "train", "started", f"run {found.name} (its start was interrupted after the run began)",
+                              {"run": str(found)})
+        if not self.cfg.train.enabled or training or state["candidate"]:
             return None
         fresh = [e for e in self.store.exports() if e.id not in state["used_exports"]]
         examples = sum(e.count for e in fresh)
@@ -188,17 +199,30 @@ class Loop:
         if not fresh or (examples < self.cfg.train.min_examples and trigger is None):
             return None
         why = trigger or f"{examples} new examples >= {self.cfg.train.min_examples}"
-        started = self._start_run(fresh)
-        state["training"] = {"run": started["run_dir"], "exports": [e.id for e in fresh], "started": now()}
+        sources = self._sources(fresh)
+        state["training"] = {"run": None, "exports": [e.id for e in fresh], "sources": sources, "started": now()}
+        self.store.put_state(STATE, json.dumps(state, sort_keys=True).encode())  # the intent first: a kill now is found above
+        started = self._start_run(sources)
+        state["training"]["run"] = str(self.project / started["run_dir"])  # the project's: the loop may run from elsewhere
         return self._save(state, "train", "started", f"run {started['run']} on {len(fresh)} export(s) ({why})",
-                          {"run": started["run_dir"], "estimate": started.get("estimate_text")})
+                          {"run": state["training"]["run"], "estimate": started.get("estimate_text")})
+
+    def _started(self, training: dict[str, Any]) -> Optional[Path]:
+        """The run an interrupted start began: launched with these data sources, after the intent."""
+        root = self.project / RUNS_DIR
+        wanted = f"data.sources={training['sources']}"
+        for run in sorted(root.iterdir(), reverse=True) if root.is_dir() else []:
+            launch = read_json(run / LAUNCH_FILE) or {}
+            if wanted in launch.get("argv", []) and _time(launch.get("started")) >= _time(training["started"]).replace(microsecond=0):
+                return run
+        return None
 
     def _trigger(self, state: dict[str, Any]) -> Optional[str]:
         """A time- or reward-based reason to train before the examples threshold."""
         deployed, cfg = state["deployed"], self.cfg.retrain
         if deployed is None:
             return None
-        since = datetime.fromisoformat(deployed["since"])
+        since = _time(deployed["since"])
         if cfg.after_days is not None and datetime.now(timezone.utc) - since >= timedelta(days=cfg.after_days):
             return f"{cfg.after_days:g} days since {deployed['version']} was deployed"
         if cfg.reward_drop is not None:
@@ -210,12 +234,14 @@ class Loop:
                     return f"{deployed['version']}'s mean reward fell from {first:.3f} to {last:.3f} (more than {cfg.reward_drop:.0%})"
         return None
 
-    def _start_run(self, exports: list[Export]) -> dict[str, Any]:
+    def _sources(self, exports: list[Export]) -> str:
         weights = OmegaConf.to_container(self.cfg.reward_weights)
-        sources = [{"format": "agent_runs", "path": str(self.project / e.path), "reward_weights": weights} for e in exports]
+        return _override([{"format": "agent_runs", "path": str(self.project / e.path), "reward_weights": weights} for e in exports])
+
+    def _start_run(self, sources: str) -> dict[str, Any]:
         recipe = [f"+recipe={self.cfg.train.recipe}"] if self.cfg.train.recipe else []
         argv = [sys.executable, "-m", "forge", "runs", "start", "--yes", "--json", *recipe, *self.cfg.train.overrides,
-                f"data.sources={_override(sources)}"]
+                f"data.sources={sources}"]
         done = subprocess.run(argv, cwd=self.project, capture_output=True, text=True)
         if done.returncode != 0:
             lines = (done.stderr or done.stdout).strip().splitlines()
@@ -293,3 +319,11 @@ def _override(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     return repr(value)
+
+
+def _time(text: Optional[str]) -> datetime:
+    """An ISO time as a UTC datetime (the store's and the run records' forms differ); None: the epoch."""
+    if not text:
+        return datetime.fromtimestamp(0, timezone.utc)
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
