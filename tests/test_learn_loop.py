@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import FIXTURES, run_in_process
 from forge import registry, serving
@@ -47,7 +48,8 @@ def test_record_export_train_deploy_then_a_drop_rolls_back(repo: Path, tiny_lm: 
     port = free_port()
     serving.deploy("agent@v0.0.1", "prod", port=port)
     learner = Learner(repo, reward_weights={"tests_passed": 1.0}, export={"min_runs": 20, "min_reward": 0.75},
-                      train={"recipe": None, "min_examples": 20, "overrides": tiny_args(tiny_lm, cache)}, gate={"enabled": False},
+                      train={"recipe": None, "min_examples": 20, "overrides": tiny_args(tiny_lm, cache), "start_from": "deployed"},
+                      gate={"enabled": False},
                       watch={"min_runs": 12, "alpha": 0.01}, deploy={"model": "agent", "port": port})
     record(learner, 24, passed=4, version="v0.0.1")  # good runs
     record(learner, 5, passed=1, version="v0.0.1", task="weak {i}")  # reward 0.25: not training data
@@ -62,6 +64,8 @@ def test_record_export_train_deploy_then_a_drop_rolls_back(repo: Path, tiny_lm: 
     while describe(training)["status"] in ("starting", "running") and time.monotonic() < deadline:
         time.sleep(1)
     assert describe(training)["status"] == "finished", (training / "console.log").read_text()[-2000:]
+    config = yaml.safe_load((training / "config.yaml").read_text())
+    assert config["peft"]["init_from"] == str(repo / ".forge" / "serve" / "agent" / "v0.0.1" / "adapter"), "continued from v0.0.1"
 
     taken = learner.step()
     assert taken[0] == f"register done: run {training.name} is agent@v0.0.2"

@@ -70,6 +70,17 @@ def test_lora_trains_evaluates_and_exports(tmp_path: Path, cache: Path, tiny_lm:
         torch.testing.assert_close(adapter(input_ids=probe).logits, expected, atol=1e-5, rtol=0)
         torch.testing.assert_close(merged(input_ids=probe).logits, expected, atol=1e-4, rtol=0)
         torch.testing.assert_close(gguf(input_ids=probe).logits, expected, atol=1e-4, rtol=0)
+    from forge.errors import ForgeError
+    from forge.train.causal_lm import build_causal_lm
+
+    lora = {"_target_": "forge.models.peft.LoRA", "r": 4, "alpha": 8, "dropout": 0.0, "target_modules": "all-linear",
+            "init_from": str(run / "model" / "adapter")}
+    continued = build_causal_lm({"_target_": "x", "source": str(tiny_lm)}, lora)  # training continues from the exported adapter
+    with torch.no_grad():
+        torch.testing.assert_close(continued.eval()(input_ids=probe).logits, expected, atol=1e-5, rtol=0)
+    assert sum(p.numel() for p in continued.parameters() if p.requires_grad) == train["trained_parameters"]
+    with pytest.raises(ForgeError, match=r"^peft.r=8: the adapter in peft.init_from has r=4; set peft.r=4$"):
+        build_causal_lm({"_target_": "x", "source": str(tiny_lm)}, {**lora, "r": 8})
     for folder in ("adapter", "merged"):
         assert AutoTokenizer.from_pretrained(str(run / "model" / folder)).chat_template == ckpt["hyper_parameters"]["chat_template"]
     modelfile = (run / "model" / "gguf" / "Modelfile").read_text()

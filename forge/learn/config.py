@@ -178,9 +178,6 @@ def check(cfg: DictConfig) -> None:
     for role, variants in cfg.prompts.items():
         if not variants or len(set(variants)) != len(variants):
             raise ConfigError(f"learn.prompts.{role}: give one or more distinct prompt variant names")
-    if cfg.train.start_from == "deployed":
-        raise ConfigError("learn.train.start_from=deployed: continuing the deployed adapter is not supported yet; use base "
-                          "(each round trains from the base model)")
     names = [m.name for m in cfg.router.models]
     if any(not n for n in names) or len(set(names)) != len(names):
         raise ConfigError("learn.router.models: each model needs its own non-empty name")

@@ -241,12 +241,24 @@ class Loop:
     def _start_run(self, sources: str) -> dict[str, Any]:
         recipe = [f"+recipe={self.cfg.train.recipe}"] if self.cfg.train.recipe else []
         argv = [sys.executable, "-m", "forge", "runs", "start", "--yes", "--json", *recipe, *self.cfg.train.overrides,
-                f"data.sources={sources}"]
+                f"data.sources={sources}", *self._start_from()]
         done = subprocess.run(argv, cwd=self.project, capture_output=True, text=True)
         if done.returncode != 0:
             lines = (done.stderr or done.stdout).strip().splitlines()
             raise ForgeError(f"learn train: forge runs start failed: {lines[-1] if lines else f'exit code {done.returncode}'}")
         return json.loads(done.stdout)
+
+    def _start_from(self) -> list[str]:
+        """`train.start_from: deployed`: continue the deployed version's adapter (its files out of
+        DVC); the first round, with nothing deployed, starts from the base."""
+        deployed = self.state()["deployed"]
+        if self.cfg.train.start_from != "deployed" or deployed is None:
+            return []
+        adapter = serving.checkout(self._repo(), self.name, deployed["version"]) / "adapter"
+        if not (adapter / "adapter_config.json").is_file():
+            raise ForgeError(f"learn train: train.start_from=deployed, but {self.name}@{deployed['version']} has no adapter to continue; "
+                             "export adapters (export.outputs with adapter) or use train.start_from=base")
+        return [f"peft.init_from={_override(str(adapter))}"]
 
     # --- 4. register the finished run ---
 

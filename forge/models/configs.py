@@ -7,7 +7,7 @@ The allowed values of a model's string options are defined here once; the module
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from omegaconf import MISSING, DictConfig
 
@@ -108,3 +108,4 @@ class LoRAConfig:
     target_modules: Any = MISSING
     dora: bool = MISSING
     quantize_base: bool = MISSING
+    init_from: Optional[str] = None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from pathlib import Path
+from typing import Any, Optional, Union
 
 from forge.errors import ForgeError
 
@@ -22,10 +23,13 @@ class LoRA:
     target_modules: Union[str, list[str]]
     dora: bool = False
     quantize_base: bool = False
+    init_from: Optional[str] = None  # a saved adapter folder to continue training
 
     def apply(self, model: Any) -> Any:
         from peft import LoraConfig, get_peft_model
 
+        if self.init_from is not None:
+            return self._continue(model)
         config = LoraConfig(
             r=self.r,
             lora_alpha=self.alpha,
@@ -38,6 +42,21 @@ class LoRA:
             return get_peft_model(model, config)
         except ValueError as e:  # e.g. a target module name the model does not have
             raise ForgeError(f"peft.target_modules={self.target_modules}: {e}") from None
+
+    def _continue(self, model: Any) -> Any:
+        """The adapter saved in `init_from`, trainable, on `model`: refused unless it is the one
+        these settings describe (PEFT would silently use the saved r and alpha)."""
+        from peft import PeftConfig, PeftModel
+
+        folder = Path(self.init_from)
+        if not (folder / "adapter_config.json").is_file():
+            raise ForgeError(f"peft.init_from={self.init_from}: no PEFT adapter there (no adapter_config.json); give a run's "
+                             "model/adapter folder")
+        saved = PeftConfig.from_pretrained(str(folder))
+        for key, mine, theirs in (("r", self.r, saved.r), ("alpha", self.alpha, saved.lora_alpha), ("dora", self.dora, saved.use_dora)):
+            if mine != theirs:
+                raise ForgeError(f"peft.{key}={mine}: the adapter in peft.init_from has {key}={theirs}; set peft.{key}={theirs}")
+        return PeftModel.from_pretrained(model, str(folder), is_trainable=True)
 
     def quantization_config(self) -> Any:
         """The bitsandbytes config for QLoRA, or None; says what is missing when it cannot run."""
