@@ -134,3 +134,27 @@ def test_prompt_and_model_choices_survive_a_restart(tmp_path: Path) -> None:
     assert [(again.select_prompt("coder"), again.select_model().model) for _ in range(20)] == \
            [(twin.select_prompt("coder"), twin.select_model().model) for _ in range(20)]
     assert sum(s.runs for s in again.stats()) == 30
+
+
+def test_a_rejected_round_waits_for_new_examples_before_training_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    started = []
+
+    def start(self: Loop, sources: str) -> dict:  # a launched run that has not begun: no training needed here
+        run = tmp_path / "outputs" / "runs" / f"r{len(started)}"
+        run.mkdir(parents=True)
+        (run / "launch.json").write_text(json.dumps({"argv": [], "started": "2026-01-01T00:00:00+00:00"}))
+        started.append(sources)
+        return {"run": run.name, "run_dir": str(run.relative_to(tmp_path))}
+
+    monkeypatch.setattr(Loop, "_start_run", start)
+    learner = Learner(tmp_path, export={"min_runs": 5, "min_reward": 1.0}, train={"min_examples": 5})
+    record(learner, 5, passed=4)
+    assert [line.split(":")[0] for line in learner.step()] == ["export done", "train started"]
+    loop = Loop(learner.cfg, learner.store, tmp_path)
+    state = loop.state()
+    state["training"] = None  # its candidate was rejected by the gate
+    learner.store.put_state("loop", json.dumps(state).encode())
+    assert learner.step() == [] and len(started) == 1, "the same examples are not trained on again"
+    record(learner, 5, passed=4, task="more {i}")
+    assert [line.split(":")[0] for line in learner.step()] == ["export done", "train started"]
+    assert len(started) == 2 and started[1].count("agent_runs") == 2, "the new round trains on both unused exports"

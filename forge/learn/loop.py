@@ -79,7 +79,7 @@ class Loop:
 
     def state(self) -> dict[str, Any]:
         blob = self.store.get_state(STATE)
-        return json.loads(blob) if blob else {"training": None, "candidate": None, "deployed": None, "used_exports": []}
+        return json.loads(blob) if blob else {"training": None, "candidate": None, "deployed": None, "used_exports": [], "tried_exports": []}
 
     def _save(self, state: dict[str, Any], action: str, status: str, reason: str, details: Optional[dict[str, Any]] = None,
               also: Optional[Callable[[], Any]] = None) -> str:
@@ -163,7 +163,8 @@ class Loop:
         good = self.store.runs(exported=False, heldout=False, min_reward=cfg.min_reward)
         if len(good) < cfg.min_runs:
             return None
-        evaluation = {r.task for r in self.store.runs(heldout=True)} | {r.task_id for r in self.store.runs(heldout=True) if r.task_id}
+        held = self.store.runs(heldout=True)
+        evaluation = {r.task for r in held} | {r.task_id for r in held if r.task_id}
         chosen = export.select(good, evaluation)
         if len(chosen.runs) < cfg.min_runs:
             return None
@@ -194,11 +195,12 @@ class Loop:
         if not self.cfg.train.enabled or training or state["candidate"]:
             return None
         fresh = [e for e in self.store.exports() if e.id not in state["used_exports"]]
-        examples = sum(e.count for e in fresh)
+        examples = sum(e.count for e in fresh if e.id not in state.get("tried_exports", []))  # new since the last attempt
         trigger = self._trigger(state)
         if not fresh or (examples < self.cfg.train.min_examples and trigger is None):
             return None
         why = trigger or f"{examples} new examples >= {self.cfg.train.min_examples}"
+        state["tried_exports"] = [e.id for e in fresh]
         sources = self._sources(fresh)
         state["training"] = {"run": None, "exports": [e.id for e in fresh], "sources": sources, "started": now()}
         self.store.put_state(STATE, json.dumps(state, sort_keys=True).encode())  # the intent first: a kill now is found above
@@ -297,7 +299,11 @@ class Loop:
         against = f"{self.name}@{deployed['version']}" if deployed else "base"
         reason = "the gate is off"
         if self.cfg.gate.enabled:
-            verdict = test_version(repo, spec, against, self.cfg.gate.alpha, self.cfg.gate.margin)
+            try:
+                verdict = test_version(repo, spec, against, self.cfg.gate.alpha, self.cfg.gate.margin)
+            except ForgeError as e:  # e.g. no per-item outcomes the two share
+                state["candidate"] = None
+                return self._save(state, "gate", "rejected", f"{spec} cannot be compared with {against}: {e}")
             if not verdict.deploy:
                 state["candidate"] = None
                 return self._save(state, "gate", "rejected", verdict.recommendation, verdict.to_dict())
@@ -305,7 +311,11 @@ class Loop:
             reason = verdict.recommendation
         if not self.cfg.deploy.enabled:
             return None
-        serving.deploy(spec, self.stage, port=self.cfg.deploy.port, cwd=self.project)
+        try:
+            serving.deploy(spec, self.stage, port=self.cfg.deploy.port, cwd=self.project)
+        except ForgeError as e:  # the server did not answer: the stage kept its version
+            state["candidate"] = None
+            return self._save(state, "deploy", "failed", f"{spec}: {e}")
         if deployed and self.cfg.watch.enabled and self.cfg.watch.previous_share > 0:  # both measured in the same window
             serving.move(repo, self.name, self.previous_stage, deployed["version"], serving.HOST, self.cfg.deploy.port + 1, 600.0, False)
         return self._deployed(state, spec, reason)
