@@ -67,8 +67,9 @@ def test_deploy_serves_the_version_and_rollback_brings_back_the_previous(two_ver
     main(["deploy", "coder@v0.0.1", "--stage", "prod", "--port", str(port)])
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "coder v0.0.1 -> prod"
-    assert out[1].startswith(f"serving v0.0.1 at http://127.0.0.1:{port}/v1 as model 'coder-prod' (pid ")
-    assert out[1].endswith("it answered a chat request: 'inininininininin'")
+    assert out[1] == "its training data is marked used: 1 file(s), 10 examples (forge models versions coder --json lists them under used_data)"
+    assert out[2].startswith(f"serving v0.0.1 at http://127.0.0.1:{port}/v1 as model 'coder-prod' (pid ")
+    assert out[2].endswith("it answered a chat request: 'inininininininin'")
     url = f"http://127.0.0.1:{port}/v1"
     ask = [{"role": "user", "content": "What is 2 + 2?"}]
     assert serving.chat(url, ask, 3) == "ininin"
