@@ -188,6 +188,7 @@ class Loop:
             found = self._started(training)
             if found is None:
                 state["training"] = None
+                state["tried_exports"] = [e for e in state.get("tried_exports", []) if e not in training["exports"]]
                 return self._save(state, "train", "undone", "a start was interrupted before its run began; the next pass starts it again")
             training["run"] = str(found)
             return self._save(state, "train", "started", f"run {found.name} (its start was interrupted after the run began)",
