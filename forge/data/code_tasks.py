@@ -5,7 +5,7 @@ learning loop needs tasks it partly solves. Each template (reverse the words, su
 of k, nth term of a Fibonacci-like sequence, ...) has a difficulty (1-3) and parameters (the
 function's and arguments' names, constants, the inputs of its tests), so one template gives many
 distinct tasks. The expected outputs are computed by running the template's own solution, and
-the docstring shows the first one or two cases, the test checks all of them.
+the docstring shows the first case (one: a longer docstring the model restates costs tokens), the test checks all.
 
 Train and held-out tasks are disjoint by template: every 4th template in `TEMPLATES` (indices
 3, 7, 11, ...) is held out, so a gain on held-out tasks is a skill, not a memorised answer.
