@@ -10,15 +10,28 @@ from omegaconf import DictConfig
 
 from forge.config.registry import register
 from forge.config.rules import at_least, each, one_of, positive
+from forge.data.code_tasks import SPLITS as CODE_TASK_SPLITS
 
 METRICS = ("exact_match", "arc_vote", "lm")
 SPLITS = ("val", "test")
 PROMPTS = ("completion", "chat")  # HumanEval: continue the prompt, or ask through the chat template
+SUITES = ("humaneval", "code_tasks")  # the 164 HumanEval problems, or generated tasks (forge.data.code_tasks)
+
+
+@dataclass
+class CodeTasksConfig:
+    """Which generated tasks `suite: code_tasks` scores: the first `count` of a split, drawn from `seed`."""
+
+    split: str = one_of(CODE_TASK_SPLITS, default="heldout")
+    count: int = at_least(1, default=64)
+    seed: int = at_least(0, default=0)
 
 
 @dataclass
 class HumanEvalConfig:
     prompt: str = one_of(PROMPTS)
+    suite: str = one_of(SUITES, default="humaneval")
+    code_tasks: CodeTasksConfig = field(default_factory=CodeTasksConfig)
     limit: Optional[int] = at_least(1)
     samples: int = at_least(1)
     temperature: float = at_least(0)

