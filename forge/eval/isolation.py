@@ -135,14 +135,23 @@ def _bubblewrap_fails() -> Optional[str]:
     return None
 
 
-@functools.cache
+_root_lock = threading.Lock()
+
+
 def pids_root() -> Optional[Path]:
-    """A cgroup folder under which this process can make pids-limited children (root only)."""
+    """A cgroup folder under which this process can make pids-limited children (root only);
+    found once, under a lock: the sandbox's worker threads may ask first at the same time."""
+    with _root_lock:
+        return _pids_root()
+
+
+@functools.cache
+def _pids_root() -> Optional[Path]:
     for root in CGROUP_ROOTS:
         controllers = root / "cgroup.controllers"
         v2 = controllers.exists()
-        if not root.is_dir() or (v2 and "pids" not in controllers.read_text().split()):
-            continue
+        if not (root / "cgroup.procs").is_file() or (v2 and "pids" not in controllers.read_text().split()):
+            continue  # not a cgroup (on a cgroup v1 host /sys/fs/cgroup is a tmpfs of mount points)
         for stale in root.glob("forge-sandbox-*"):  # left by a forge that was killed
             if not Path(f"/proc/{stale.name.rsplit('-', 1)[1]}").exists():
                 _remove(stale)
