@@ -97,8 +97,8 @@ class Loop:
     # --- 0. what a killed step left ---
 
     def _reconcile(self) -> Optional[str]:
-        """Adopt what the registry says is deployed: a stage move made after the step that asked for
-    it was killed, or a version deployed by hand before the loop ran."""
+        """Adopt what the registry says is deployed: a stage move made after the step that asked
+        for it was killed, or a version deployed by hand before the loop ran."""
         state = self.state()
         deployed = state["deployed"]
         try:
@@ -113,8 +113,8 @@ class Loop:
             return self._save(state, "reconcile", "done", f"{self.name} {current} is in {self.stage}: the loop starts from it")
         if state["candidate"] and state["candidate"]["version"] == current:
             return None  # a deploy the gate step finishes
-        previous = deployed["previous"] if current == deployed.get("previous") else deployed["version"]
-        state["deployed"] = {"version": current, "previous": None if current == deployed.get("previous") else previous, "since": now()}
+        rolled_back = current == deployed.get("previous")
+        state["deployed"] = {"version": current, "previous": None if rolled_back else deployed["version"], "since": now()}
         return self._save(state, "reconcile", "done", f"the registry has {self.name} {current} in {self.stage}; the loop follows it")
 
     # --- 1. watch and roll back ---
