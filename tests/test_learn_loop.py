@@ -158,3 +158,19 @@ def test_a_rejected_round_waits_for_new_examples_before_training_again(tmp_path:
     record(learner, 5, passed=4, task="more {i}")
     assert [line.split(":")[0] for line in learner.step()] == ["export done", "train started"]
     assert len(started) == 2 and started[1].count("agent_runs") == 2, "the new round trains on both unused exports"
+
+
+def test_select_model_before_the_first_pass_uses_the_registry_stage(repo: Path, tiny_lm: Path) -> None:  # noqa: F811
+    from test_serving import parrot
+
+    run = make_run(repo, "deployed", 0.5, model=False)
+    parrot(tiny_lm, "in", run / "model" / "merged")
+    registry.register(run, "agent")
+    port = free_port()
+    serving.deploy("agent@v0.0.1", "prod", port=port)
+    try:
+        with Learner(repo, deploy={"model": "agent", "port": port}) as learner:
+            choice = learner.select_model()
+            assert (choice.model, choice.version, choice.url) == ("agent", "v0.0.1", f"http://127.0.0.1:{port}/v1")
+    finally:
+        serving.shutdown("agent", "prod", repo)

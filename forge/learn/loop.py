@@ -55,11 +55,13 @@ class Loop:
         self.previous_stage = f"{self.stage}-previous"  # a server only (no registry stage): the watched share's version
 
     def endpoints(self) -> list[dict[str, str]]:
-        """The deployed version's server, then (while a new version is watched) the previous one's."""
+        """The deployed version's server, then (while a new version is watched) the previous one's;
+        before the loop's first pass, the version the registry has in the stage."""
+        repo, out = self._repo(), []
         deployed = self.state()["deployed"]
         if deployed is None:
-            return []
-        repo, out = self._repo(), []
+            current = registry.current(repo, self.name, self.stage) if self.name in registry.names(repo) else None
+            deployed = {"version": current, "previous": None}
         for stage, version in ((self.stage, deployed["version"]), (self.previous_stage, deployed.get("previous"))):
             record = serving.Stage(repo, self.name, stage).record() if version else None
             if record and record["alive"] and record["version"] == version:
