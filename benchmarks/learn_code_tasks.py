@@ -66,8 +66,8 @@ def free_port() -> int:
 def train_overrides(size: dict, heldout: int, data: str = "data=sft_jsonl") -> list[str]:
     """The training run each round starts: LoRA on SmolLM2 over the exported answers, scored on
     the held-out code tasks (greedy pass@1, fine-tuned and base)."""
-    return ["model=smollm2_135m", "peft=lora", data, "data.seq_len=384", "data.batch_size=8", "data.val_fraction=0.1",
-            "data.test_fraction=0.1", "eval=code_tasks", f"eval.humaneval.code_tasks.count={heldout}", "eval.humaneval.batch_size=16",
+    return ["model=smollm2_135m", "peft=lora", data, "data.seq_len=384", "data.batch_size=8", "data.val_fraction=0",
+            "data.test_fraction=0", "eval=code_tasks", f"eval.humaneval.code_tasks.count={heldout}", "eval.humaneval.batch_size=16",
             f"trainer={size['trainer']}", f"trainer.max_steps={size['steps']}", f"trainer.val_every_n_steps={max(size['steps'], 1)}",
             f"trainer.checkpoint_every_n_steps={max(size['steps'], 1)}", "optim.lr=2e-4", "optim.warmup_steps=0", "export=hf",
             "export.outputs=[adapter,merged]", "logger=csv"]
@@ -78,41 +78,50 @@ def ask(url: str, prompt: str, variant: str, temperature: float) -> str:
 
     from forge.eval.humaneval import CHAT_ASK
 
+    # transformers serve samples only when the generation config says so: the request carries one
+    sampling = {"do_sample": temperature > 0, "temperature": temperature or 1.0, "top_p": 0.95, "max_new_tokens": 192}
     body = {"messages": [{"role": "user", "content": CHAT_ASK.format(prompt=prompt.strip()) + VARIANTS[variant]}],
-            "max_tokens": 192, "temperature": temperature, "do_sample": temperature > 0}
+            "max_tokens": 192, "generation_config": json.dumps(sampling)}
     request = urllib.request.Request(f"{url}/chat/completions", data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=600) as response:
         return json.loads(response.read())["choices"][0]["message"]["content"]
 
 
-def attempt(learner, task: dict, temperature: float) -> dict:
-    """One agent run: choose, ask, test in the sandbox; the record it makes."""
+def attempt(learner, task: dict, temperature: float) -> bool:
+    """One agent run: choose the prompt and model, ask, test the answer in the sandbox, record it
+    (so the bandit and router learn before the next choice); whether it passed."""
+    from forge.eval import isolation
     from forge.eval.humaneval import CHAT_REPLY, program
+    from forge.eval.sandbox import run_program
 
     variant = learner.select_prompt("coder", list(VARIANTS))
     choice = learner.select_model()
     began = time.perf_counter()
     answer = ask(choice.url, task["prompt"], variant, temperature)
+    latency = time.perf_counter() - began
     found = CODE.search(answer)
     code = found.group(1) if found else answer
-    return {"task": task, "variant": variant, "version": choice.version, "code": code, "latency": time.perf_counter() - began,
-            "program": program(task, code, "chat"), "response": f"{CHAT_REPLY}{code.rstrip()}\n```"}
+    outcome = run_program(program(task, code, "chat"), 10, 1024, isolation.Limits(10, 1024))
+    syntax = outcome.status.startswith(("failed: SyntaxError", "failed: IndentationError"))
+    learner.record_run(task["prompt"], "coder", choice.model, response=f"{CHAT_REPLY}{code.rstrip()}\n```", version=choice.version,
+                       task_id=task["task_id"], prompt_variant=variant, latency=latency,
+                       signals={"compiled": not syntax, "tests_passed": int(outcome.passed), "tests_total": 1})
+    return outcome.passed
 
 
 def run_round(learner, tasks: list[dict], size: dict) -> dict:
     from forge.eval import isolation
-    from forge.eval.sandbox import run_programs
 
+    isolation.require(False)  # the sandbox's boundary, found once before the threads start
+    before = variant_runs(learner)
     with ThreadPoolExecutor(size["threads"]) as pool:
-        tries = list(pool.map(lambda t: attempt(learner, t, 0.8), [t for t in tasks for _ in range(size["samples"])]))
-    outcomes = run_programs([t["program"] for t in tries], 10, 1024, 2, isolation.Limits(10, 1024))
-    for t, o in zip(tries, outcomes):
-        syntax = o.status.startswith("failed: SyntaxError") or o.status.startswith("failed: IndentationError")
-        learner.record_run(t["task"]["prompt"], "coder", learner.cfg.deploy.model, response=t["response"], version=t["version"],
-                           task_id=t["task"]["task_id"], prompt_variant=t["variant"], latency=t["latency"],
-                           signals={"compiled": not syntax, "tests_passed": int(o.passed), "tests_total": 1})
-    return {"attempts": len(tries), "passed": sum(o.passed for o in outcomes),
-            "by_variant": {v: sum(1 for t in tries if t["variant"] == v) for v in VARIANTS}}
+        passed = list(pool.map(lambda t: attempt(learner, t, 0.8), [t for t in tasks for _ in range(size["samples"])]))
+    after = variant_runs(learner)
+    return {"attempts": len(passed), "passed": sum(passed), "by_variant": {v: after[v] - before[v] for v in VARIANTS}}
+
+
+def variant_runs(learner) -> dict[str, int]:
+    return {v: sum(s.runs for s in learner.stats() if s.prompt_variant == v) for v in VARIANTS}
 
 
 def decide(learner, timeout: float) -> list[str]:

@@ -8,6 +8,7 @@ processes share one bandit, and a restart continues where it left off."""
 from __future__ import annotations
 
 import random
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, TypeVar
@@ -44,6 +45,7 @@ class Learner:
         self.project = Path(project)
         self.cfg: DictConfig = load(self.project, overrides, settings or None)
         self.store = Store.open(self.cfg.store.url, self.project)
+        self._registry_lock = threading.Lock()
 
     @property
     def weights(self) -> dict[str, float]:
@@ -99,7 +101,8 @@ class Learner:
             return Choice(name, cost=costs[name])
         from forge.learn.loop import Loop
 
-        served = Loop(self.cfg, self.store, self.project).endpoints()
+        with self._registry_lock:  # GTO's readers are not safe across threads; an agent may choose from several
+            served = Loop(self.cfg, self.store, self.project).endpoints()
         if not served:
             raise ForgeError(f"select_model: {name} is not deployed yet; deploy a version (forge models deploy {name}@vX.Y.Z "
                              f"--stage {self.cfg.deploy.stage}) or let the loop deploy one")
