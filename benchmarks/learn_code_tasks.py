@@ -39,10 +39,10 @@ from pathlib import Path
 from machine import cpu_model  # benchmarks/machine.py, beside this script
 
 HERE = Path(__file__).resolve().parent
-SIZES = {  # train tasks per iteration, samples per task, held-out tasks, training steps, sampling threads
-    "smoke": {"tasks": 6, "samples": 2, "heldout": 8, "steps": 2, "threads": 2, "trainer": "cpu"},
-    "cpu": {"tasks": 96, "samples": 4, "heldout": 64, "steps": 60, "threads": 2, "trainer": "cpu"},
-    "full": {"tasks": 400, "samples": 8, "heldout": 164, "steps": 300, "threads": 8, "trainer": "gpu"},
+SIZES = {  # train tasks per iteration, samples per task, held-out tasks, training steps and batch, sampling threads
+    "smoke": {"tasks": 6, "samples": 2, "heldout": 8, "steps": 2, "batch": 1, "threads": 2, "trainer": "cpu"},
+    "cpu": {"tasks": 96, "samples": 4, "heldout": 64, "steps": 60, "batch": 8, "threads": 2, "trainer": "cpu"},
+    "full": {"tasks": 400, "samples": 8, "heldout": 164, "steps": 300, "batch": 16, "threads": 8, "trainer": "gpu"},
 }
 VARIANTS = {  # the prompt bandit's arms: what the agent adds to the task
     "plain": "",
@@ -66,7 +66,7 @@ def free_port() -> int:
 def train_overrides(size: dict, heldout: int, data: str = "data=sft_jsonl") -> list[str]:
     """The training run each round starts: LoRA on SmolLM2 over the exported answers, scored on
     the held-out code tasks (greedy pass@1, fine-tuned and base)."""
-    return ["model=smollm2_135m", "peft=lora", data, "data.seq_len=384", "data.batch_size=8", "data.val_fraction=0",
+    return ["model=smollm2_135m", "peft=lora", data, "data.seq_len=384", f"data.batch_size={size['batch']}", "data.val_fraction=0",
             "data.test_fraction=0", "eval=code_tasks", f"eval.humaneval.code_tasks.count={heldout}", "eval.humaneval.batch_size=16",
             f"trainer={size['trainer']}", f"trainer.max_steps={size['steps']}", f"trainer.val_every_n_steps={max(size['steps'], 1)}",
             f"trainer.checkpoint_every_n_steps={max(size['steps'], 1)}", "optim.lr=2e-4", "optim.warmup_steps=0", "export=hf",
