@@ -203,9 +203,10 @@ def main() -> None:
                            "heldout_pass@1": c.b_mean, "base_pass@1": c.a_mean, "mcnemar_p": c.p_value, "difference": c.difference,
                            "ci": [c.ci_low, c.ci_high], "verdict": c.verdict})
             print(json.dumps(rounds[-1]), flush=True)
-        serving.shutdown("agent", "prod", project)
-        serving.shutdown("agent", "prod-previous", project)
     finally:
+        for stage in ("prod", "prod-previous"):  # servers outlive this process unless stopped
+            if (project / ".dvc").is_dir():
+                serving.shutdown("agent", stage, project)
         shutil.rmtree(project, ignore_errors=True)
     import torch
 
