@@ -132,10 +132,10 @@ class Learner:
         """Read the learner stored under `key` (or make it), use it, store it back: one transaction."""
         kind = PromptBandit if key == BANDIT else Router
         with self.store.transaction():
-            blob = self.store.get_state(key)
-            learner = kind.loads(blob) if blob else new()
-            if isinstance(learner, Router) and learner.models != new().models:
-                learner = new()  # learn.router.models changed: the old router's arms are not these
+            blob, fresh = self.store.get_state(key), new()
+            learner = kind.loads(blob) if blob else fresh
+            if isinstance(learner, Router) and learner.models != fresh.models:
+                learner = fresh  # learn.router.models changed: the old router's arms are not these
             out = use(learner)
             self.store.put_state(key, learner.dumps())
         return out

@@ -273,12 +273,13 @@ class Loop:
         if training is None:
             return None
         run = Path(training["run"])
-        status = describe(run)["status"]
+        info = describe(run)
+        status = info["status"]
         if status in ("running", "starting"):
             return None
         state["training"] = None
         if status != "finished":
-            error = (describe(run).get("error") or "no error recorded").splitlines()[0]
+            error = (info.get("error") or "no error recorded").splitlines()[0]
             return self._save(state, "train", "failed", f"run {run.name} ended {status}: {error}", {"run": str(run)})
         repo = self._repo()
         where = str(run.resolve().relative_to(repo.git)) if run.resolve().is_relative_to(repo.git) else str(run.resolve())
