@@ -40,7 +40,7 @@ from machine import cpu_model  # benchmarks/machine.py, beside this script
 
 HERE = Path(__file__).resolve().parent
 SIZES = {  # train tasks per iteration, samples per task, held-out tasks, training steps and batch, sampling threads
-    "smoke": {"tasks": 6, "samples": 2, "heldout": 8, "steps": 2, "batch": 1, "threads": 2, "trainer": "cpu"},
+    "smoke": {"tasks": 16, "samples": 2, "heldout": 8, "steps": 2, "batch": 1, "threads": 2, "trainer": "cpu"},
     "cpu": {"tasks": 96, "samples": 4, "heldout": 64, "steps": 60, "batch": 8, "threads": 2, "trainer": "cpu"},
     "full": {"tasks": 400, "samples": 8, "heldout": 164, "steps": 300, "batch": 16, "threads": 8, "trainer": "gpu"},
 }

@@ -58,12 +58,15 @@ def test_version(repo: registry.Repo, spec: str, against: str = "base", alpha: f
     names = (against, spec)
     sides = ((other_run, other_model), (run, "fine-tuned"))
     comparisons: dict[str, Comparison] = {}
-    if all(RunPaths(r).heldout(m, "test").exists() for r, m in sides):
-        (_, a), (_, b) = (heldout_losses(r, m) for r, m in sides)
-        comparisons[LOSS] = compare_losses(*paired(a, b, names, SAME_DATA), alpha=alpha)
     if all(any(r.glob(f"humaneval/{m}.*.jsonl")) for r, m in sides):
         (_, a), (_, b) = (humaneval_outcomes(r, m) for r, m in sides)
         comparisons[PASS] = compare_pass_fail(*paired(a, b, names), alpha=alpha)
+    if all(RunPaths(r).heldout(m, "test").exists() for r, m in sides):
+        (_, a), (_, b) = (heldout_losses(r, m) for r, m in sides)
+        # a run trained without a test split (the learning loop's, scored on its task) has no
+        # rows, and runs on different data have no rows in common: the task's score decides then
+        if a and b and (PASS not in comparisons or a.keys() == b.keys()):
+            comparisons[LOSS] = compare_losses(*paired(a, b, names, SAME_DATA), alpha=alpha)
     if not comparisons:
         raise ForgeError(f"models test: {spec} and {against} have no per-item outcomes in common (heldout/ losses or humaneval/ "
                          "results); evaluate both runs again (stage=evaluate, eval.compare_base=true for base)")

@@ -298,3 +298,16 @@ def test_models_test_without_a_task_score_is_decided_by_the_heldout_losses(repo:
     (run / "heldout" / "base.test.jsonl").unlink()
     with pytest.raises(ForgeError, match=r"^models test: lm@v0.0.1 and base have no per-item outcomes in common"):
         main(["test", "lm@v0.0.1"])
+
+
+def test_models_test_of_runs_without_a_test_split_is_decided_by_the_task(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = make_run(repo, "loop", 0.3)  # trained with data.test_fraction=0, as the learning loop does: no held-out rows
+    heldout(run, "base", [])
+    heldout(run, "fine-tuned", [])
+    humaneval(run, "base", [False] * 40 + [True] * 10)
+    humaneval(run, "fine-tuned", [True] * 50)
+    main(["register", str(run), "--name", "loop"])
+    capsys.readouterr()
+    main(["test", "loop@v0.0.1", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert out["decided_by"] == "pass@1" and list(out["comparisons"]) == ["pass@1"] and out["deploy"] is True
