@@ -30,6 +30,8 @@ def test_select_keeps_each_good_run_once_and_leaves_out_evaluation_tasks_and_sec
     chosen = export.select(runs, evaluation={"the held-out task", "CodeTask/heldout/1"})
     assert [r.id for r in chosen.runs] == ["a", "c"]
     assert chosen.left_out == {"duplicates": 1, "evaluation_tasks": 2, "secrets": 1}
+    later = export.select([runs[1], Run("g", "add two numbers", response="def f():\n    return 3\n")], set(), exported=chosen.runs)
+    assert [r.id for r in later.runs] == ["g"] and later.left_out == {"duplicates": 1}, "an answer exported before is not exported again"
 
 
 def test_the_file_is_agent_runs_jsonl_named_by_its_runs(tmp_path: Path) -> None:

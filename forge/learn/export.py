@@ -36,17 +36,18 @@ class Selection:
     left_out: Counter[str] = field(default_factory=Counter)
 
 
-def select(candidates: Iterable[RunLike], evaluation: set[str]) -> Selection:
-    """The runs to export: one per distinct (task, answer), none whose task (or task id) is an
-    evaluation task, none with a secret in its text (detect-secrets' patterns, forge.secrets)."""
+def select(candidates: Iterable[RunLike], evaluation: set[str], exported: Iterable[RunLike] = ()) -> Selection:
+    """The runs to export: one per distinct (task, answer), counting those `exported` before,
+    none whose task (or task id) is an evaluation task, none with a secret in its text
+    (detect-secrets' patterns, forge.secrets)."""
     out = Selection()
-    seen: set[str] = set()
+    seen = {_key(_text(run)) for run in exported}
     for run in candidates:
         if run.task in evaluation or (run.task_id is not None and run.task_id in evaluation):
             out.left_out["evaluation_tasks"] += 1
             continue
-        text = json.dumps([run.task, run.response, run.messages], sort_keys=True)
-        key = hashlib.sha256(text.encode()).hexdigest()
+        text = _text(run)
+        key = _key(text)
         if key in seen:
             out.left_out["duplicates"] += 1
             continue
@@ -56,6 +57,14 @@ def select(candidates: Iterable[RunLike], evaluation: set[str]) -> Selection:
         seen.add(key)
         out.runs.append(run)
     return out
+
+
+def _text(run: RunLike) -> str:
+    return json.dumps([run.task, run.response, run.messages], sort_keys=True)
+
+
+def _key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def record(run: RunLike) -> dict[str, Any]:

@@ -167,7 +167,7 @@ class Loop:
             return None
         held = self.store.runs(heldout=True)
         evaluation = {r.task for r in held} | {r.task_id for r in held if r.task_id}
-        chosen = export.select(good, evaluation)
+        chosen = export.select(good, evaluation, self.store.runs(exported=True))
         if len(chosen.runs) < cfg.min_runs:
             return None
         path, digest = export.write(chosen.runs, folder, self._dvc_project())
