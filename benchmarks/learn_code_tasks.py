@@ -42,21 +42,24 @@ HERE = Path(__file__).resolve().parent
 SIZES = {  # train tasks per iteration, samples per task, held-out tasks, training steps and batch, sampling threads,
     # HumanEval problems checked at the end (the first N)
     "smoke": {"tasks": 16, "samples": 2, "heldout": 8, "steps": 2, "batch": 1, "threads": 2, "trainer": "cpu", "humaneval": 4},
-    "cpu": {"tasks": 96, "samples": 4, "heldout": 128, "steps": 60, "batch": 8, "threads": 2, "trainer": "cpu", "humaneval": 64},
+    "cpu": {"tasks": 96, "samples": 2, "heldout": 128, "steps": 16, "batch": 8, "threads": 2, "trainer": "cpu", "humaneval": 64},
     "full": {"tasks": 400, "samples": 8, "heldout": 256, "steps": 300, "batch": 16, "threads": 8, "trainer": "gpu", "humaneval": 164},
 }
 # Sampling temperature: at 0.8 the base passes about 3% of train tasks against 14% greedy, too few
 # answers to learn from; 0.5 keeps the samples varied and more of them right.
 TEMPERATURE = 0.5
+# Training: the first full-size run trained 60 steps at 2e-4 on 35 answers (loss 0.02, about 14
+# epochs) and lost 5.5 points of held-out pass@1; a few epochs at half the rate sharpen instead.
+LR = 1e-4
 VARIANTS = {  # the prompt bandit's arms: what the agent adds to the task
     "plain": "",
     "tests": "\nMake sure the function handles every case the docstring describes, including empty inputs.",
 }
-CODE = re.compile(r"```(?:python)?\n(.*?)(?:```|\Z)", re.S)
+CODE = re.compile(r"```(?:python)?\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
 def forge(*args: str, cwd: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "forge", *args], cwd=cwd, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "forge", *args], check=False, cwd=cwd, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"forge {' '.join(args)} failed:\n{done.stderr[-3000:]}")
 
@@ -73,7 +76,7 @@ def train_overrides(size: dict, heldout: int, data: str = "data=sft_jsonl") -> l
     return ["model=smollm2_135m", "peft=lora", data, "data.seq_len=384", f"data.batch_size={size['batch']}", "data.val_fraction=0",
             "data.test_fraction=0", "eval=code_tasks", f"eval.humaneval.code_tasks.count={heldout}", "eval.humaneval.batch_size=16", "eval.compare_base=false",
             f"trainer={size['trainer']}", f"trainer.max_steps={size['steps']}", f"trainer.val_every_n_steps={max(size['steps'], 1)}",
-            f"trainer.checkpoint_every_n_steps={max(size['steps'], 1)}", "optim.lr=2e-4", "optim.warmup_steps=0", "export=hf",
+            f"trainer.checkpoint_every_n_steps={max(size['steps'], 1)}", f"optim.lr={LR:g}", "optim.warmup_steps=0", "export=hf",
             "export.outputs=[adapter,merged]", "logger=csv"]
 
 
@@ -229,21 +232,26 @@ def main() -> None:
                            "ci": [c.ci_low, c.ci_high], "verdict": c.verdict,
                            "seconds": round(time.perf_counter() - round_began)})
             print(json.dumps(rounds[-1]), flush=True)
+            save(name, size, began, rounds, None)  # each round as it is decided: a run cut short keeps what it measured
         humaneval = humaneval_check(project, deployed_version(learner), size)
         print(json.dumps({"humaneval": humaneval}), flush=True)
+        save(name, size, began, rounds, humaneval)
     finally:
         for stage in ("prod", "prod-previous"):  # servers outlive this process unless stopped
             if (project / ".dvc").is_dir():
                 serving.shutdown("agent", stage, project)
         shutil.rmtree(project, ignore_errors=True)
+
+
+def save(name: str, size: dict, began: float, rounds: list[dict], humaneval: dict | None) -> None:
     import torch
 
     report = {"benchmark": "forge learn on generated code tasks: held-out greedy pass@1 per iteration", "size": name, **size,
               "date": date.today().isoformat(), "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
                                                             "torch": torch.__version__},
-              "target": "after 3 iterations: pass@1 >= base + 8 points and >= 1.5 x base, McNemar p < 0.01",
-              "temperature": TEMPERATURE,
-              "seconds": round(time.perf_counter() - began), "rounds": rounds, "humaneval": humaneval}
+              "target": "after 3 iterations: pass@1 >= base + 8 points and >= 1.5 x base, McNemar p < 0.01", "temperature": TEMPERATURE,
+              "lr": LR, "seconds": round(time.perf_counter() - began), "rounds": rounds,
+              "humaneval": humaneval or "not reached: the run ended before its HumanEval check"}
     (HERE / "results" / f"learn_code_tasks{'' if name == 'cpu' else '_' + name}.json").write_text(json.dumps(report, indent=2) + "\n")
 
 
