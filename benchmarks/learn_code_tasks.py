@@ -169,12 +169,12 @@ def heldout_outcomes(project: Path, version: str) -> dict[str, bool]:
 def humaneval_check(project: Path, version: str, size: dict) -> dict:
     """The deployed version and the base on HumanEval's first N problems (greedy, chat prompt),
     scored in a copy of the version's run so its code-task results stay as they are."""
+    import yaml
+
     from forge.compare import compare_pass_fail, humaneval_outcomes, paired
 
     run = project / "outputs" / f"humaneval-{version}"
     shutil.copytree(version_run(project, version), run)
-    import yaml
-
     overrides = [o for o in yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text()) if not o.startswith(("eval", "hydra", "stage"))]
     forge(*overrides, "stage=evaluate", "eval=humaneval", "eval.humaneval.prompt=chat", f"eval.humaneval.limit={size['humaneval']}",
           "eval.humaneval.max_new_tokens=256", "eval.humaneval.batch_size=16", f"hydra.run.dir={run}", cwd=project)
