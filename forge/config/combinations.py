@@ -9,6 +9,7 @@ brings its own rules with it.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig
@@ -36,6 +37,7 @@ def check_combination(cfg: DictConfig, where: Where) -> None:
     _check_eval(cfg, family, where)
     _check_export(cfg, family, where)
     _check_curriculum(cfg, family, where)
+    _check_init_from(cfg, family, where)
 
 
 def _check_data(cfg: DictConfig, family: FamilySpec, where: Where) -> None:
@@ -100,6 +102,17 @@ def _check_curriculum(cfg: DictConfig, family: FamilySpec, where: Where) -> None
     if target == DIFFICULTY and not any(s in LEVELED_DATA for s in sources):
         raise ConfigError(f"{key}={target}: it schedules difficulty levels, and {data} rates none{_where(where, key)}. "
                           f"Use data with levels ({_options('data', '_target_', LEVELED_DATA)}, or a mixture with it) or curriculum=none.")
+
+
+def _check_init_from(cfg: DictConfig, family: FamilySpec, where: Where) -> None:
+    source = cfg.get("init_from")
+    if source is None:
+        return
+    if family.adapters:
+        raise ConfigError(f"init_from={source}: it starts forge's token models from an earlier run; a {family.name} model continues "
+                          f"an adapter with peft.init_from=DIR, or starts from other weights with model.source{_where(where, 'init_from')}.")
+    if not Path(source).exists():
+        raise ConfigError(f"init_from={source}: no such run directory or checkpoint{_where(where, 'init_from')}; give a finished run's directory.")
 
 
 def _where(where: Where, key: str) -> str:

@@ -30,6 +30,8 @@ class ForgeConfig:
     stage: str = one_of(STAGES, default="all")
     seed: int = 0
     resume: Optional[str] = None
+    # An earlier run (or its .ckpt) whose trained weights start this run: a new task after an old one.
+    init_from: Optional[str] = None
     cache_dir: Optional[str] = None
     # Metric names (train.json / metrics.json) a sweeper optimizes; null: test exact match.
     objective: Optional[list[str]] = None

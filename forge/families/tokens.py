@@ -20,15 +20,18 @@ from forge.models import count_parameters
 from forge.models.sequence import targets
 from forge.run_dir import RunPaths
 from forge.train.checkpoints import best_or_last
-from forge.train.module import SequenceModule, load_checkpoint
+from forge.train.module import SequenceModule, init_weights, load_checkpoint
 
 
 class TokenFamily(Family):
     spec = FAMILIES["tokens"]
 
     def module(self, cfg: DictConfig, meta: dict[str, Any]) -> SequenceModule:
-        return SequenceModule(OmegaConf.to_container(cfg.model, resolve=True), OmegaConf.to_container(cfg.optim, resolve=True),
-                              len(meta["vocab"]), meta["seq_len"], cfg.trainer.max_steps, compressor_cfg(cfg))
+        module = SequenceModule(OmegaConf.to_container(cfg.model, resolve=True), OmegaConf.to_container(cfg.optim, resolve=True),
+                                len(meta["vocab"]), meta["seq_len"], cfg.trainer.max_steps, compressor_cfg(cfg))
+        if cfg.get("init_from"):
+            init_weights(module, cfg.init_from)
+        return module
 
     def load(self, cfg: DictConfig, paths: RunPaths, merged: bool = False) -> Trained:
         ckpt = best_or_last(paths)

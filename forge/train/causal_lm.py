@@ -114,6 +114,12 @@ class CausalLMModule(L.LightningModule):
     def loss_terms(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         return packed_loss(self.lm, batch)
 
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The mean loss over a batch's scored tokens, without logging: what the continual-learning
+        callbacks (forge.train.continual) take on an earlier task's rows."""
+        total, count = self.loss_terms(batch)
+        return total / count.clamp(min=1)
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         total, count = self.loss_terms(batch)
         loss = total / count.clamp(min=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from pathlib import Path
 from typing import Any, Optional
 
 import lightning as L
@@ -15,9 +16,11 @@ from torch.optim.swa_utils import AveragedModel
 from forge.config.errors import ConfigError
 from forge.config.instantiate import instantiate, resolve_target
 from forge.data.task import IGNORE
-from forge.errors import NonFiniteLossError
+from forge.errors import ForgeError, NonFiniteLossError
 from forge.models import build_model
 from forge.models.sequence import answer_scores, predict, sequence_loss, targets
+from forge.run_dir import RunPaths
+from forge.train.checkpoints import best_or_last
 
 SCHEDULE_KEYS = ("warmup_steps", "schedule", "min_lr_ratio")
 
@@ -60,6 +63,11 @@ class SequenceModule(L.LightningModule):
         for name, value in stats.items():
             self.log(f"train/{name}", value)
         return loss
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of a batch without logging anything: what the continual-learning callbacks
+        (forge.train.continual) take on an earlier task's rows."""
+        return sequence_loss(self.model(batch["inputs"]), batch["labels"], self.causal)
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         # Average right after the weights change, so a checkpoint taken at the end of this step
@@ -106,6 +114,27 @@ def load_checkpoint(path: str) -> SequenceModule:
     module = SequenceModule(**state["hyper_parameters"])
     module.load_state_dict(state["state_dict"])
     return module.eval()
+
+
+def init_weights(module: SequenceModule, source: str) -> Path:
+    """Start `module` from the trained weights of an earlier run (the checkpoint its evaluation
+    used) or of a checkpoint file. Only the weights: the optimizer, its schedule and the data
+    position start afresh, so training on a new task re-warms the learning rate."""
+    path = Path(source)
+    ckpt = path if path.is_file() else best_or_last(RunPaths(path))
+    theirs = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    mine = module.state_dict()
+    for name in sorted(set(mine) | set(theirs)):
+        here, there = mine.get(name), theirs.get(name)
+        if here is None or there is None or here.shape != there.shape:
+            raise ForgeError(f"init_from={source}: its model does not fit this run's ({name}: {_shape(there)} there, {_shape(here)} here); "
+                             "use the same model config and data with the same vocabulary and length (e.g. sources of one data=mixture)")
+    module.load_state_dict(theirs)
+    return ckpt
+
+
+def _shape(tensor: Optional[torch.Tensor]) -> str:
+    return "absent" if tensor is None else str(tuple(tensor.shape))
 
 
 def with_training_hook(model: torch.nn.Module, compressor_cfg: Optional[dict]) -> torch.nn.Module:
