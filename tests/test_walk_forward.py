@@ -129,6 +129,13 @@ def test_bad_setting_exits_2_before_any_work(tmp_path: Path) -> None:
     assert proc.stderr.startswith("forge: error: cv.scheme=walkforward:") and "Did you mean 'walk_forward'?" in proc.stderr
 
 
+def test_a_gap_the_data_cannot_afford_stops_the_run_at_prepare(tmp_path: Path, cache: Path) -> None:
+    """How many rows there are is known once the data is prepared: before any training."""
+    with pytest.raises(ConfigError, match=r"^cv.gap=200: fold 0 of walk-forward has no training row \(the 144 rows before its block"):
+        run_in_process(*tiny(cache), "cv.folds=3", "cv.scheme=walk_forward", "cv.gap=200", run_dir=tmp_path / "run")
+    assert not (tmp_path / "run" / "fold_0" / "checkpoints").exists()
+
+
 def test_three_fold_walk_forward_run_trains_on_the_past_and_reports_the_table(
     tmp_path: Path, cache: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
