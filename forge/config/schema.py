@@ -13,8 +13,6 @@ from typing import Any, Optional
 from forge.config.rules import at_least, one_of
 
 STAGES = ("all", "prepare", "train", "compress", "evaluate", "export")
-
-
 CV_SCHEMES = ("kfold", "walk_forward")
 
 
