@@ -1,6 +1,7 @@
-"""K-fold cross-validation of a recipe: `cv.folds=K` trains K models, fold k in `RUN/fold_k` on
-its own split (forge.data.folds), and reports each metric's mean, standard deviation and 95%
-confidence interval over the folds in `RUN/cv.json`.
+"""Cross-validation of a recipe: `cv.folds=K` trains K models, fold k in `RUN/fold_k` on its own
+split (forge.data.folds: k-fold, or walk-forward with `cv.scheme=walk_forward`), and reports each
+metric's mean, standard deviation and 95% confidence interval over the folds in `RUN/cv.json`,
+with the scheme and each fold's split sizes.
 
 Each fold is an ordinary run directory, so folds resume independently: the same command with
 `resume=RUN` skips the folds whose run.json says finished and continues an unfinished one from
@@ -10,10 +11,11 @@ its last checkpoint. One fold alone is `cv.fold=k` (e.g. one cluster job per fol
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -44,10 +46,22 @@ def run_folds(
             log.info("cv: fold %d of %d in %s%s", k, folds, fold_dir, " (resumed)" if fold_cfg.resume else "")
             per_fold.append(run_fold(fold_cfg, fold_dir).metrics)
         done(fold_dir.name)
-    summary = {"folds": folds, "fold_dirs": [str(run_dir / f"fold_{k}") for k in range(folds)], "metrics": aggregate(per_fold)}
+    fold_dirs = [run_dir / f"fold_{k}" for k in range(folds)]
+    summary = {"scheme": cfg.cv.scheme, "folds": folds, "fold_dirs": [str(d) for d in fold_dirs],
+               "sizes": [_sizes(d) for d in fold_dirs], "metrics": aggregate(per_fold)}
+    if cfg.cv.scheme == "walk_forward":
+        summary.update(gap=cfg.cv.gap, max_train=cfg.cv.max_train)
     atomic.write_json(run_dir / "cv.json", summary)
     print_cv(summary)
     return summary
+
+
+def _sizes(fold_dir: Path) -> Optional[dict[str, int]]:
+    """The fold's train / val / test rows, from its prepared data's meta.json (None when gone)."""
+    try:
+        return json.loads((RunPaths(fold_dir).data / "meta.json").read_text())["sizes"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def aggregate(per_fold: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -73,7 +87,14 @@ def print_cv(summary: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"cross-validation: {summary['folds']} folds (95% interval: Student t)")
+    if summary["scheme"] == "walk_forward":
+        window = f", sliding window of {summary['max_train']}" if summary["max_train"] else ""
+        title = f"walk-forward validation: {summary['folds']} folds, gap {summary['gap']}{window}"
+    else:
+        title = f"cross-validation: {summary['folds']} folds"
+    sizes = summary["sizes"]
+    caption = "train / val rows per fold: " + "  ".join(f"{s['train']}/{s['val']}" for s in sizes) if all(sizes) else None
+    table = Table(title=f"{title} (95% interval: Student t)", caption=caption)
     for column in ("metric", "mean", "std", "95% interval", "per fold"):
         table.add_column(column)
     for name, s in summary["metrics"].items():

@@ -66,7 +66,9 @@ def prepare(cfg: DictConfig, paths: RunPaths) -> None:
     if cfg.cv.folds:
         from forge.data.folds import split_fold
 
-        split_fold(paths.data, cfg.cv.folds, cfg.cv.fold, cfg.cv.stratify, cfg.cv.seed)
+        cv = cfg.cv
+        split_fold(paths.data, cv.folds, cv.fold, cv.stratify, cv.seed, scheme=cv.scheme, gap=cv.gap, max_train=cv.max_train,
+                   time_column=cv.time_column, group_column=cv.group_column)
 
 
 @stage(

@@ -10,17 +10,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from forge.config.rules import one_of
+from forge.config.rules import at_least, one_of
 
 STAGES = ("all", "prepare", "train", "compress", "evaluate", "export")
+CV_SCHEMES = ("kfold", "walk_forward")
 
 
 @dataclass
 class CVConfig:
     folds: Optional[int] = None
     fold: Optional[int] = None
-    stratify: bool = True
+    scheme: str = one_of(CV_SCHEMES, default="kfold")
+    stratify: Optional[bool] = None  # None: by label when the labels allow it (k-fold)
     seed: int = 0
+    gap: int = at_least(0, default=0)
+    max_train: Optional[int] = at_least(1, default=None)
+    time_column: Optional[str] = None
+    group_column: Optional[str] = None
 
 
 @dataclass

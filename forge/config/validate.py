@@ -54,11 +54,26 @@ def validate(cfg: DictConfig, where: Optional[Where] = None) -> DictConfig:
 
 
 def _check_cv(top: DictConfig, where: Where) -> None:
-    folds, fold = top.cv.folds, top.cv.fold
+    """Settings of the cv block that only make sense together; whether the data has rows enough
+    for the folds and the gap is known once it is prepared (forge.data.folds)."""
+    cv = top.cv
+    folds, fold = cv.folds, cv.fold
     if folds is not None and folds < 2:
         raise ConfigError(f"cv.folds={folds}: cross-validation needs at least 2 folds{where('cv.folds')}; or null for none.")
     if fold is not None and (folds is None or not 0 <= fold < folds):
         raise ConfigError(f"cv.fold={fold}: must be one of 0..cv.folds-1 and needs cv.folds{where('cv.fold')}.")
+    if cv.scheme == "walk_forward":
+        if folds is None:
+            raise ConfigError(f"cv.scheme=walk_forward: needs cv.folds{where('cv.scheme')}; set cv.folds=K (K >= 2).")
+        if cv.stratify:
+            raise ConfigError(f"cv.stratify=true: walk-forward folds are blocks of consecutive rows, not dealt by label"
+                              f"{where('cv.stratify')}; leave cv.stratify null with cv.scheme=walk_forward.")
+        return
+    walk_only = {"gap": cv.gap or None, "max_train": cv.max_train, "time_column": cv.time_column, "group_column": cv.group_column}
+    for name, value in walk_only.items():
+        if value is not None:
+            raise ConfigError(f"cv.{name}={value}: only walk-forward folds have it{where(f'cv.{name}')}; "
+                              f"set cv.scheme=walk_forward or leave cv.{name} unset.")
 
 
 def _schema(group: str, node: DictConfig, where: Where) -> type:
