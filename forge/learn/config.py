@@ -202,10 +202,10 @@ def check(cfg: DictConfig) -> None:
 def check_update(cfg: DictConfig) -> None:
     """`update` and what it needs: incremental continues the deployed adapter, so a start from
     the base would contradict it."""
-    for key, value, choices in (("update", cfg.update, UPDATES), ("train.start_from", cfg.train.start_from, START_FROM)):
+    for key, value, choices in (("update", cfg["update"], UPDATES), ("train.start_from", cfg.train.start_from, START_FROM)):
         if value is not None and value not in choices:
             raise ConfigError(f"learn.{key}={value}: choose one of {', '.join(choices)}")
-    if cfg.update == "incremental" and cfg.train.start_from == "base":
+    if incremental(cfg) and cfg.train.start_from == "base":
         raise ConfigError("learn.train.start_from=base: update=incremental continues the deployed adapter; set train.start_from=deployed "
                           "or leave it null, or use update=retrain")
     inc = cfg.incremental
@@ -218,7 +218,12 @@ def check_update(cfg: DictConfig) -> None:
 
 def start_from(cfg: DictConfig) -> str:
     """Where a round starts: `train.start_from`, or what `update` implies when it is null."""
-    return cfg.train.start_from or ("deployed" if cfg.update == "incremental" else "base")
+    return cfg.train.start_from or ("deployed" if incremental(cfg) else "base")
+
+
+def incremental(cfg: DictConfig) -> bool:
+    """`update: incremental`, read as an item: `cfg.update` is the mapping's own update method."""
+    return bool(cfg["update"] == "incremental")
 
 
 def _first_line(e: Exception) -> str:

@@ -38,7 +38,7 @@ from forge.compare import A_BETTER
 from forge.errors import ForgeError
 from forge.gate import test_version
 from forge.learn import export
-from forge.learn.config import start_from
+from forge.learn.config import incremental, start_from
 from forge.learn.drift import RewardWatch, compare_versions
 from forge.learn.records import now
 from forge.learn.store import Export, Store
@@ -268,14 +268,14 @@ class Loop:
             asked = "update=incremental" if self.cfg.train.start_from is None else "train.start_from=deployed"
             raise ForgeError(f"learn train: {asked}, but {self.name}@{deployed['version']} has no adapter to continue; "
                              "export adapters (export.outputs with adapter) or use update=retrain with train.start_from=base")
-        rewarm = self.cfg.incremental.rewarm_steps if self.cfg.update == "incremental" else None
+        rewarm = self.cfg.incremental.rewarm_steps if incremental(self.cfg) else None
         return [f"peft.init_from={_override(str(adapter))}", *([f"optim.warmup_steps={rewarm}"] if rewarm is not None else [])]
 
     def _training_data(self, fresh: list[Export], state: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """The round's data sources and, for an incremental round, what it rehearses: one file of
         the new examples plus `incremental.rehearsal` x as many drawn from the exports earlier
         deployed rounds used, recorded in the state and the audit log."""
-        if self.cfg.update != "incremental":
+        if not incremental(self.cfg):
             return self._sources(fresh), {}
         inc = self.cfg.incremental
         new = export.read(self.project / e.path for e in fresh)
@@ -359,7 +359,7 @@ class Loop:
         to `incremental.earlier_examples`, drawn seeded): the reason and details to reject it when
         it is worse there by the gate's test (or cannot be scored), else None."""
         deployed, inc = state["deployed"], self.cfg.incremental
-        if self.cfg.update != "incremental" or deployed is None or inc.earlier_examples == 0:
+        if not incremental(self.cfg) or deployed is None or inc.earlier_examples == 0:
             return None
         examples = export.draw(self._earlier(state), inc.earlier_examples, f"{inc.seed}:earlier")
         if not examples:
