@@ -104,7 +104,8 @@ def test_an_incremental_round_that_forgets_is_rejected_and_the_deployed_version_
                            id=f"n{i:02d}", signals={"tests_passed": 4, "tests_total": 4})
     taken = learner.step()
     assert taken[0].startswith("export done: 20 runs")
-    assert taken[1].startswith("train started: run ") and "; rehearsing 5 of 12 earlier examples with 20 new in learn/exports/round-" in taken[1]
+    assert taken[1].startswith("train started: run ")
+    assert "; rehearsing 5 of 12 earlier examples with 20 new in learn/exports/round-" in taken[1]
     training = loop.state()["training"]
     rehearsal = training["rehearsal"]
     assert rehearsal["ids"] == ["e00", "e02", "e06", "e01", "e08"], "25% of 20 new examples, drawn with seed 3"

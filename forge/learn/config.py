@@ -47,7 +47,8 @@ class TrainCfg:
     min_examples: int = 50  # train once exports hold this many examples no deployed version used
     recipe: Optional[str] = "coder_lora"  # null: the overrides alone say what to train
     overrides: list[str] = field(default_factory=list)
-    start_from: Optional[str] = None  # base: each round from the base model (ReST-EM); deployed: continue the deployed adapter; null: as `update` implies
+    # base: each round from the base model (ReST-EM); deployed: continue the deployed adapter; null: as `update` implies
+    start_from: Optional[str] = None
 
 
 @dataclass
@@ -104,10 +105,10 @@ class RouterCfg:
 
 @dataclass
 class IncrementalCfg:
-    rehearsal: float = 0.05  # earlier examples added to a round, as a share of its new ones (Ibrahim et al. 2024: a few percent)
+    rehearsal: float = 0.05  # earlier examples added to a round, as a share of its new ones (Ibrahim et al. 2024)
     seed: int = 0  # of the rehearsal draw and of the earlier examples checked
     rewarm_steps: Optional[int] = None  # the continued run's warmup (passed as optim.warmup_steps); null: the recipe's own
-    earlier_examples: int = 256  # at most this many earlier examples score the candidate against the deployed version; 0: no check
+    earlier_examples: int = 256  # earlier examples the candidate is checked on against the deployed version; 0: no check
 
 
 @dataclass
@@ -125,7 +126,7 @@ class LearnCfg:
     prompts: dict[str, list[str]] = field(default_factory=dict)  # role -> its prompt variants, for select_prompt
     bandit: BanditCfg = field(default_factory=BanditCfg)
     router: RouterCfg = field(default_factory=RouterCfg)
-    update: str = "retrain"  # retrain: each round as train.start_from says; incremental: continue the deployed adapter (incremental.*)
+    update: str = "retrain"  # retrain: rounds as train.start_from says; incremental: continue the deployed adapter
     incremental: IncrementalCfg = field(default_factory=IncrementalCfg)
 
 

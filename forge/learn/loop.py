@@ -8,11 +8,14 @@ its reason:
    rolls the stage back (`forge models rollback`);
 2. export: enough good runs not exported yet become a DVC-tracked agent_runs file;
 3. train: enough exported examples no deployed version used (or a time / reward trigger) start a
-   run of the configured recipe on them (`forge runs start`);
+   run of the configured recipe on them (`forge runs start`); with `update: incremental`, the
+   run continues the deployed adapter on one file of the new examples and a rehearsal share of
+   earlier ones;
 4. register: the finished run's model becomes the candidate version (`forge models register`);
 5. gate and deploy: the candidate against the deployed version (or the base model) on held-out
    items (forge.gate); deployed only when better (`forge models deploy`), and its examples are
-   marked used.
+   marked used. An incremental candidate must also not be worse than the deployed version on
+   earlier rounds' examples (forge.learn.retention).
 
 The loop's own state (the run in training, the candidate, what is deployed and what was before)
 is a JSON blob in the store. Every action either is idempotent or first looks at what a killed
@@ -379,7 +382,8 @@ class Loop:
                   f"minimum detectable effect {c.mde:.3g}")
         details = {"candidate": spec, "against": against, "earlier_examples": len(examples), "comparison": c.to_dict()}
         if c.verdict == A_BETTER:
-            return f"do not deploy: {spec} is worse than {against} on the earlier tasks ({scores}); {against} stays in {self.stage}", details
+            return (f"do not deploy: {spec} is worse than {against} on the earlier tasks ({scores}); {against} stays in {self.stage}",
+                    details)
         self.store.log("gate", "passed", f"{spec} is not worse than {against} on the earlier tasks ({scores})", details)
         return None
 
