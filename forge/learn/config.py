@@ -25,6 +25,7 @@ UNIT_SIGNALS = ("compiled", "tests_passed")  # always in [0, 1]
 DETECTORS = ("page_hinkley", "adwin")
 POLICIES = ("epsilon_greedy", "ucb", "thompson")
 START_FROM = ("base", "deployed")
+UPDATES = ("retrain", "incremental")
 
 
 @dataclass
@@ -46,7 +47,8 @@ class TrainCfg:
     min_examples: int = 50  # train once exports hold this many examples no deployed version used
     recipe: Optional[str] = "coder_lora"  # null: the overrides alone say what to train
     overrides: list[str] = field(default_factory=list)
-    start_from: str = "base"  # base: each round from the base model (ReST-EM); deployed: continue the deployed adapter
+    # base: each round from the base model (ReST-EM); deployed: continue the deployed adapter; null: as `update` implies
+    start_from: Optional[str] = None
 
 
 @dataclass
@@ -102,6 +104,14 @@ class RouterCfg:
 
 
 @dataclass
+class IncrementalCfg:
+    rehearsal: float = 0.05  # earlier examples added to a round, as a share of its new ones (Ibrahim et al. 2024)
+    seed: int = 0  # of the rehearsal draw and of the earlier examples checked
+    rewarm_steps: Optional[int] = None  # the continued run's warmup (passed as optim.warmup_steps); null: the recipe's own
+    earlier_examples: int = 256  # earlier examples the candidate is checked on against the deployed version; 0: no check
+
+
+@dataclass
 class LearnCfg:
     store: StoreCfg = field(default_factory=StoreCfg)
     reward_weights: dict[str, float] = field(default_factory=lambda: {"tests_passed": 1.0})
@@ -116,6 +126,8 @@ class LearnCfg:
     prompts: dict[str, list[str]] = field(default_factory=dict)  # role -> its prompt variants, for select_prompt
     bandit: BanditCfg = field(default_factory=BanditCfg)
     router: RouterCfg = field(default_factory=RouterCfg)
+    update: str = "retrain"  # retrain: rounds as train.start_from says; incremental: continue the deployed adapter
+    incremental: IncrementalCfg = field(default_factory=IncrementalCfg)
 
 
 def load(project: Path = Path("."), overrides: Optional[list[str]] = None, values: Optional[dict[str, Any]] = None) -> DictConfig:
@@ -136,6 +148,7 @@ def load(project: Path = Path("."), overrides: Optional[list[str]] = None, value
             key = getattr(e, "full_key", None)
             raise ConfigError(f"learn{'.' + key if key else ''}: {_first_line(e)} (in {where}); see `forge learn --help` for the keys") from None
     check(cfg)
+    check_update(cfg)
     return cfg
 
 
@@ -167,8 +180,7 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(f"learn.{key}={value:g}: a significance level in (0, 1), e.g. 0.05")
     if cfg.watch.delta is not None and (cfg.watch.delta <= 0 or (cfg.watch.detector == "adwin" and cfg.watch.delta >= 1)):
         raise ConfigError(f"learn.watch.delta={cfg.watch.delta:g}: must be positive (below 1 for adwin), or null for the detector's default")
-    for key, value, choices in (("watch.detector", cfg.watch.detector, DETECTORS), ("bandit.policy", cfg.bandit.policy, POLICIES),
-                                ("train.start_from", cfg.train.start_from, START_FROM)):
+    for key, value, choices in (("watch.detector", cfg.watch.detector, DETECTORS), ("bandit.policy", cfg.bandit.policy, POLICIES)):
         if value not in choices:
             raise ConfigError(f"learn.{key}={value}: choose one of {', '.join(choices)}")
     if cfg.retrain.reward_drop is not None and not 0 < cfg.retrain.reward_drop < 1:
@@ -186,6 +198,33 @@ def check(cfg: DictConfig) -> None:
     if cfg.router.cost_cap is not None and cfg.router.models and cfg.router.cost_cap < min(m.cost for m in cfg.router.models):
         raise ConfigError(f"learn.router.cost_cap={cfg.router.cost_cap:g}: below the cheapest model's cost "
                           f"({min(m.cost for m in cfg.router.models):g}); no model fits under it")
+
+
+def check_update(cfg: DictConfig) -> None:
+    """`update` and what it needs: incremental continues the deployed adapter, so a start from
+    the base would contradict it."""
+    for key, value, choices in (("update", cfg["update"], UPDATES), ("train.start_from", cfg.train.start_from, START_FROM)):
+        if value is not None and value not in choices:
+            raise ConfigError(f"learn.{key}={value}: choose one of {', '.join(choices)}")
+    if incremental(cfg) and cfg.train.start_from == "base":
+        raise ConfigError("learn.train.start_from=base: update=incremental continues the deployed adapter; set train.start_from=deployed "
+                          "or leave it null, or use update=retrain")
+    inc = cfg.incremental
+    if not 0 <= inc.rehearsal <= 1:
+        raise ConfigError(f"learn.incremental.rehearsal={inc.rehearsal:g}: must be in [0, 1] (a share of the round's new examples)")
+    for key, value in (("incremental.rewarm_steps", inc.rewarm_steps), ("incremental.earlier_examples", inc.earlier_examples)):
+        if value is not None and value < 0:
+            raise ConfigError(f"learn.{key}={value}: must be 0 or more")
+
+
+def start_from(cfg: DictConfig) -> str:
+    """Where a round starts: `train.start_from`, or what `update` implies when it is null."""
+    return cfg.train.start_from or ("deployed" if incremental(cfg) else "base")
+
+
+def incremental(cfg: DictConfig) -> bool:
+    """`update: incremental`, read as an item: `cfg.update` is the mapping's own update method."""
+    return bool(cfg["update"] == "incremental")
 
 
 def _first_line(e: Exception) -> str:

@@ -8,11 +8,14 @@ its reason:
    rolls the stage back (`forge models rollback`);
 2. export: enough good runs not exported yet become a DVC-tracked agent_runs file;
 3. train: enough exported examples no deployed version used (or a time / reward trigger) start a
-   run of the configured recipe on them (`forge runs start`);
+   run of the configured recipe on them (`forge runs start`); with `update: incremental`, the
+   run continues the deployed adapter on one file of the new examples and a rehearsal share of
+   earlier ones;
 4. register: the finished run's model becomes the candidate version (`forge models register`);
 5. gate and deploy: the candidate against the deployed version (or the base model) on held-out
    items (forge.gate); deployed only when better (`forge models deploy`), and its examples are
-   marked used.
+   marked used. An incremental candidate must also not be worse than the deployed version on
+   earlier rounds' examples (forge.learn.retention).
 
 The loop's own state (the run in training, the candidate, what is deployed and what was before)
 is a JSON blob in the store. Every action either is idempotent or first looks at what a killed
@@ -34,9 +37,11 @@ from typing import Any, Callable, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from forge import registry, serving
+from forge.compare import A_BETTER
 from forge.errors import ForgeError
 from forge.gate import test_version
 from forge.learn import export
+from forge.learn.config import incremental, start_from
 from forge.learn.drift import RewardWatch, compare_versions
 from forge.learn.records import now
 from forge.learn.store import Export, Store
@@ -204,13 +209,13 @@ class Loop:
             return None
         why = trigger or f"{examples} new examples >= {self.cfg.train.min_examples}"
         state["tried_exports"] = [e.id for e in fresh]
-        sources = self._sources(fresh)
-        state["training"] = {"run": None, "exports": [e.id for e in fresh], "sources": sources, "started": now()}
+        sources, rehearsal = self._training_data(fresh, state)
+        state["training"] = {"run": None, "exports": [e.id for e in fresh], "sources": sources, "started": now(), **rehearsal}
         self.store.put_state(STATE, json.dumps(state, sort_keys=True).encode())  # the intent first: a kill now is found above
         started = self._start_run(sources)
         state["training"]["run"] = str(self.project / started["run_dir"])  # the project's: the loop may run from elsewhere
-        return self._save(state, "train", "started", f"run {started['run']} on {len(fresh)} export(s) ({why})",
-                          {"run": state["training"]["run"], "estimate": started.get("estimate_text")})
+        return self._save(state, "train", "started", f"run {started['run']} on {len(fresh)} export(s) ({why}){_rehearsed(rehearsal)}",
+                          {"run": state["training"]["run"], "estimate": started.get("estimate_text"), **rehearsal})
 
     def _started(self, training: dict[str, Any]) -> Optional[Path]:
         """The run an interrupted start began: launched with these data sources, after the intent."""
@@ -254,16 +259,40 @@ class Loop:
         return json.loads(done.stdout)
 
     def _start_from(self) -> list[str]:
-        """`train.start_from: deployed`: continue the deployed version's adapter (its files out of
-        DVC); the first round, with nothing deployed, starts from the base."""
+        """`train.start_from: deployed` (or `update: incremental`): continue the deployed version's
+        adapter (its files out of DVC); the first round, with nothing deployed, starts from the base.
+        The run is a new one, so its optimizer and learning-rate schedule start afresh: an
+        incremental round warms the rate up again over `incremental.rewarm_steps` when set."""
         deployed = self.state()["deployed"]
-        if self.cfg.train.start_from != "deployed" or deployed is None:
+        if start_from(self.cfg) != "deployed" or deployed is None:
             return []
         adapter = serving.checkout(self._repo(), self.name, deployed["version"]) / "adapter"
         if not (adapter / "adapter_config.json").is_file():
-            raise ForgeError(f"learn train: train.start_from=deployed, but {self.name}@{deployed['version']} has no adapter to continue; "
-                             "export adapters (export.outputs with adapter) or use train.start_from=base")
-        return [f"peft.init_from={_override(str(adapter))}"]
+            asked = "update=incremental" if self.cfg.train.start_from is None else "train.start_from=deployed"
+            raise ForgeError(f"learn train: {asked}, but {self.name}@{deployed['version']} has no adapter to continue; "
+                             "export adapters (export.outputs with adapter) or use update=retrain with train.start_from=base")
+        rewarm = self.cfg.incremental.rewarm_steps if incremental(self.cfg) else None
+        return [f"peft.init_from={_override(str(adapter))}", *([f"optim.warmup_steps={rewarm}"] if rewarm is not None else [])]
+
+    def _training_data(self, fresh: list[Export], state: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """The round's data sources and, for an incremental round, what it rehearses: one file of
+        the new examples plus `incremental.rehearsal` x as many drawn from the exports earlier
+        deployed rounds used, recorded in the state and the audit log."""
+        if not incremental(self.cfg):
+            return self._sources(fresh), {}
+        inc = self.cfg.incremental
+        new = export.read(self.project / e.path for e in fresh)
+        mix = export.rehearsal_mix(new, self._earlier(state), inc.rehearsal, inc.seed)
+        path = export.write_round(mix, self.project / self.cfg.export.dir, self._dvc_project())
+        weights = OmegaConf.to_container(self.cfg.reward_weights)
+        sources = _override([{"format": "agent_runs", "path": str(path), "reward_weights": weights}])
+        return sources, {"rehearsal": {"file": str(path.relative_to(self.project)), "new": len(new), "drawn": len(mix.drawn),
+                                       "pool": mix.pool, "share": inc.rehearsal, "seed": inc.seed, "ids": mix.drawn}}
+
+    def _earlier(self, state: dict[str, Any]) -> list[dict[str, Any]]:
+        """The examples of the exports that deployed versions were trained on."""
+        used = set(state["used_exports"])
+        return export.read(self.project / e.path for e in self.store.exports() if e.id in used)
 
     # --- 4. register the finished run ---
 
@@ -315,6 +344,10 @@ class Loop:
             reason = verdict.recommendation
         if not self.cfg.deploy.enabled:
             return None
+        forgot = self._forgets(state, spec)
+        if forgot is not None:
+            state["candidate"] = None
+            return self._save(state, "gate", "rejected", *forgot)
         try:
             serving.deploy(spec, self.stage, port=self.cfg.deploy.port, cwd=self.project)
         except ForgeError as e:  # the server did not answer: the stage kept its version
@@ -323,6 +356,36 @@ class Loop:
         if deployed and self.cfg.watch.enabled and self.cfg.watch.previous_share > 0:  # both measured in the same window
             serving.move(repo, self.name, self.previous_stage, deployed["version"], serving.HOST, self.cfg.deploy.port + 1, 600.0, False)
         return self._deployed(state, spec, reason)
+
+    def _forgets(self, state: dict[str, Any], spec: str) -> Optional[tuple[str, dict[str, Any]]]:
+        """An incremental candidate against the deployed version on earlier rounds' examples (up
+        to `incremental.earlier_examples`, drawn seeded): the reason and details to reject it when
+        it is worse there by the gate's test (or cannot be scored), else None."""
+        deployed, inc = state["deployed"], self.cfg.incremental
+        if not incremental(self.cfg) or deployed is None or inc.earlier_examples == 0:
+            return None
+        examples = export.draw(self._earlier(state), inc.earlier_examples, f"{inc.seed}:earlier")
+        if not examples:
+            return None
+        from forge.learn.retention import compare_on_earlier  # loads models: only an incremental gate needs it
+
+        against, repo = f"{self.name}@{deployed['version']}", self._repo()
+        try:
+            found = next((v for v in registry.versions(repo, self.name) if v["version"] == deployed["version"]), None)
+            if found is None:
+                raise ForgeError(f"{against} is not a registered version")
+            c = compare_on_earlier(examples, repo.git / found["run"], Path(state["candidate"]["run"]),
+                                   OmegaConf.to_container(self.cfg.reward_weights), self.cfg.gate.alpha)
+        except ForgeError as e:
+            return f"{spec} cannot be checked against {against} on the earlier tasks: {e}", {}
+        scores = (f"loss {c.b_mean:.4g} vs {c.a_mean:.4g} on {c.n} earlier examples, p={c.p_value:.3g}, "
+                  f"minimum detectable effect {c.mde:.3g}")
+        details = {"candidate": spec, "against": against, "earlier_examples": len(examples), "comparison": c.to_dict()}
+        if c.verdict == A_BETTER:
+            return (f"do not deploy: {spec} is worse than {against} on the earlier tasks ({scores}); {against} stays in {self.stage}",
+                    details)
+        self.store.log("gate", "passed", f"{spec} is not worse than {against} on the earlier tasks ({scores})", details)
+        return None
 
     def _deployed(self, state: dict[str, Any], spec: str, reason: str) -> str:
         candidate, deployed = state["candidate"], state["deployed"]
@@ -345,6 +408,11 @@ def _override(value: Any) -> str:
     if isinstance(value, str):
         return json.dumps(value)
     return repr(value)
+
+
+def _rehearsed(rehearsal: dict[str, Any]) -> str:
+    r = rehearsal.get("rehearsal")
+    return f"; rehearsing {r['drawn']} of {r['pool']} earlier examples with {r['new']} new in {r['file']}" if r else ""
 
 
 def _time(text: Optional[str]) -> datetime:
