@@ -83,8 +83,11 @@ class PrioritizedBatchSampler(Sampler[Draw]):
     def update(self, rows: torch.Tensor, losses: torch.Tensor) -> None:
         """The rows' new priorities: their losses + eps (a row drawn twice in a batch: its mean)."""
         rows, losses = rows.cpu(), losses.detach().to("cpu", torch.float64) + self.eps
-        self.priorities.index_reduce_(0, rows, losses, "mean", include_self=False)
-        self.seen[rows] = True
+        total = torch.zeros_like(self.priorities).index_add_(0, rows, losses)
+        count = torch.zeros_like(self.priorities).index_add_(0, rows, torch.ones_like(losses))
+        drawn = count > 0
+        self.priorities[drawn] = total[drawn] / count[drawn]
+        self.seen |= drawn
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "yielded": self.yielded, "draws": self.draws, "priorities": self.priorities.clone(),
