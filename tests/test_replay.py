@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from conftest import run_forge, run_in_process, tiny
+from conftest import FIXTURES, run_forge, run_in_process, tiny
 from forge.config.combinations import BATCH_LOSS_MODELS
 from forge.config.compose import compose
 from forge.config.errors import ConfigError
@@ -174,3 +174,28 @@ def _train_losses(run: Path) -> dict[int, str]:
     """train/loss by step."""
     with open(run / "csv" / "metrics.csv") as f:
         return {int(row["step"]): row["train/loss"] for row in csv.DictReader(f) if row.get("train/loss")}
+
+
+def test_sft_replays_packed_rows_with_a_causal_lm(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
+    from forge.data.loader import SplitDataset
+    from forge.train.causal_lm import load_checkpoint, packed_loss, row_losses
+
+    run = tmp_path / "run"
+    run_in_process(
+        "model=hf_causal_lm", f"model.source={tiny_lm}", "peft=lora", "peft.r=4", "peft.alpha=8", "data=sft_jsonl",
+        f"data.sources=[{{format: prompt_completion, path: {FIXTURES / 'prompt_completion.jsonl'}}}]", "data.seq_len=64",
+        "data.batch_size=2", "data.val_fraction=0.25", "data.test_fraction=0.25", "data.sampler=prioritized", "eval=perplexity",
+        "eval.batch_size=4", "trainer.max_steps=6", "trainer.val_every_n_steps=6", "trainer.checkpoint_every_n_steps=6",
+        "logger=none", "export=none", f"cache_dir={cache}", run_dir=run,
+    )
+    ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    (replay,) = ckpt["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert replay["draws"] == 6 and 0 < int(replay["seen"].sum()) <= 12
+    assert bool((replay["priorities"][replay["seen"]] > 0.01).all()), "a packed row's priority is its mean token loss + eps"
+
+    lm = load_checkpoint(str(run / "checkpoints" / "last.ckpt")).lm
+    batch = SplitDataset(run / "data", "train")[[0, 1]]
+    with torch.no_grad():
+        total, count = packed_loss(lm, batch)
+        weighted, _ = weighted_loss(*row_losses(lm, batch), torch.ones(2))
+    assert torch.allclose(weighted, total / count), "weights of 1: the plain token mean over the packed rows"

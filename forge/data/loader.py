@@ -10,16 +10,13 @@ batches are used with one process or several (Lightning's distributed sampler is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
+from typing import Any, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from forge.data.prepare import load_meta
 from forge.data.task import IGNORE
-
-if TYPE_CHECKING:
-    from forge.data.samplers import PrioritizedBatchSampler
 
 
 class SplitDataset(Dataset):
@@ -98,9 +95,10 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
 
 class ResumableLoader(DataLoader):
-    """A DataLoader whose position is saved in Lightning checkpoints."""
+    """A DataLoader whose position is saved in Lightning checkpoints: its batch sampler's state
+    (a ResumableBatchSampler's, or forge.data.samplers' PrioritizedBatchSampler's)."""
 
-    def __init__(self, dataset: Dataset, batch_sampler: Union[ResumableBatchSampler, "PrioritizedBatchSampler"]) -> None:
+    def __init__(self, dataset: Dataset, batch_sampler: Sampler) -> None:
         # Its own generator: a DataLoader iterator otherwise draws a seed from the global RNG when
         # it starts, so a resumed run (new iterator after the restored RNG) would shift every
         # random draw after it, such as dropout masks.
