@@ -5,7 +5,9 @@ per-row losses, exact resume, and bad settings refused in one line."""
 from __future__ import annotations
 
 import csv
+from itertools import islice
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -16,8 +18,9 @@ from forge.config.combinations import BATCH_LOSS_MODELS
 from forge.config.compose import compose
 from forge.config.errors import ConfigError
 from forge.config.validate import validate
-from forge.data.samplers import PrioritizedBatchSampler
+from forge.data.samplers import Draw, PrioritizedBatchSampler
 from forge.data.task import IGNORE
+from forge.models.sequence import sequence_loss
 from forge.train.module import sequence_row_losses, weighted_loss
 
 
@@ -82,13 +85,30 @@ def test_beta_rises_linearly_to_one_over_the_run_and_weights_use_it() -> None:
     assert s.beta == 1.0
 
 
+def test_state_dict_mid_epoch_continues_with_the_same_draws() -> None:
+    def take(s: PrioritizedBatchSampler, batches: Iterator[Draw], n: int) -> list[list[int]]:
+        out = []
+        for draw in islice(batches, n):
+            out.append(draw.rows)
+            s.update(torch.tensor(draw.rows), torch.tensor(draw.rows, dtype=torch.float64) / 10)  # a loss per row
+        return out
+
+    first, second = sampler(n=40, batch_size=4), sampler(n=40, batch_size=4)
+    batches = iter(first)
+    take(first, batches, 3)
+    state = first.state_dict()
+    rest = take(first, batches, 7)
+    second.load_state_dict(state)
+    assert take(second, iter(second), 10) == rest, "the epoch's 7 batches left, the same"
+    assert second.state_dict()["draws"] == first.state_dict()["draws"] == 10
+    assert torch.equal(second.priorities, first.priorities)
+
+
 def test_weighted_loss_weights_each_rows_summed_loss_over_the_batchs_tokens() -> None:
     loss, rows = weighted_loss(torch.tensor([2.0, 6.0]), torch.tensor([2, 3]), torch.tensor([1.0, 0.5]))
     assert loss == pytest.approx((2.0 + 3.0) / 5) and rows.tolist() == [1.0, 2.0]
     logits = torch.randn(3, 5, 7)
     labels = torch.tensor([[1, 2, 3, IGNORE, IGNORE], [IGNORE, 4, 5, 6, 0], [IGNORE, IGNORE, IGNORE, IGNORE, 1]])
-    from forge.models.sequence import sequence_loss
-
     for causal in (True, False):
         sums, counts = sequence_row_losses(logits, labels, causal)
         plain, _ = weighted_loss(sums, counts, torch.ones(3))
