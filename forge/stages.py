@@ -72,10 +72,11 @@ def prepare(cfg: DictConfig, paths: RunPaths) -> None:
 
 
 @stage(
-    params=("model", "optim", "trainer", "curriculum", "peft", "compressor", "logger", "callbacks", "seed", "data.batch_size",
-            "eval.batch_size"),
+    params=("model", "optim", "trainer", "curriculum", "peft", "compressor", "logger", "callbacks", "seed", "init_from",
+            "data.batch_size", "data.sampler", "data.replay", "eval.batch_size"),
     needs=("data",),
-    code=("forge/families", "forge/train", "forge/models", "forge/curriculum", "forge/compress", "forge/data/loader.py"),
+    code=("forge/families", "forge/train", "forge/models", "forge/curriculum", "forge/compress", "forge/data/loader.py",
+          "forge/data/samplers.py"),
     outs=("checkpoints",),
     metrics=("train.json",),
     plots=("dvclive/plots/metrics",),

@@ -1,6 +1,7 @@
 """Cross-group checks: a combination of groups that each validate alone but would misbehave
 together (adapters on a model that has none, a code benchmark on a token model, text data for a
-token model, a curriculum the data cannot drive) is refused here, before anything is imported.
+token model, a curriculum the data cannot drive, prioritized replay where rows have no loss of
+their own) is refused here, before anything is imported.
 
 The rules come from the model families' declarations (forge.config.families), so a new family
 brings its own rules with it.
@@ -23,6 +24,9 @@ MIXTURE = "forge.data.mixture.Mixture"
 ARC = "forge.data.arc.ARC"
 STAGED = "forge.curriculum.staged.Staged"
 DIFFICULTY = "forge.curriculum.difficulty.Difficulty"
+# Models that train on one loss per batch (their own `training_loss`: segments, halting, ponder
+# cost), so prioritized replay has no per-row loss to weight or to take priorities from.
+BATCH_LOSS_MODELS = ("forge.models.hrrm.HRRM", "forge.models.cogment.Cogment")
 
 
 def check_combination(cfg: DictConfig, where: Where) -> None:
@@ -38,6 +42,7 @@ def check_combination(cfg: DictConfig, where: Where) -> None:
     _check_export(cfg, family, where)
     _check_curriculum(cfg, family, where)
     _check_init_from(cfg, family, where)
+    _check_sampler(cfg, where)
 
 
 def _check_data(cfg: DictConfig, family: FamilySpec, where: Where) -> None:
@@ -113,6 +118,40 @@ def _check_init_from(cfg: DictConfig, family: FamilySpec, where: Where) -> None:
                           f"an adapter with peft.init_from=DIR, or starts from other weights with model.source{_where(where, 'init_from')}.")
     if not Path(source).exists():
         raise ConfigError(f"init_from={source}: no such run directory or checkpoint{_where(where, 'init_from')}; give a finished run's directory.")
+
+
+def _check_sampler(cfg: DictConfig, where: Where) -> None:
+    """Prioritized replay keeps one process's priorities over the whole training split, and
+    weights each row's own loss."""
+    sources = cfg.data.sources.items() if cfg.data._target_ == MIXTURE else ()
+    for name, source in sources:
+        if source.get("sampler") == "prioritized":
+            key = f"data.sources.{name}.sampler"
+            raise ConfigError(f"{key}=prioritized: a mixture's rows are drawn by its own sampler{where(key)}. "
+                              "Set data.sampler=prioritized instead.")
+    if cfg.data.sampler != "prioritized":
+        return
+    key = "data.sampler"
+    if cfg.curriculum.get("_target_") is not None:
+        raise ConfigError(f"{key}=prioritized: the curriculum {cfg.curriculum._target_} picks each epoch's rows, and replay "
+                          f"draws from all of them{where(key)}. Use curriculum=none or data.sampler=uniform.")
+    if cfg.model._target_ in BATCH_LOSS_MODELS:
+        raise ConfigError(f"{key}=prioritized: {cfg.model._target_} trains on one loss per batch, and replay needs each "
+                          f"row's loss{where(key)}. Use data.sampler=uniform or model=transformer.")
+    if _processes(cfg.trainer) > 1:
+        raise ConfigError(f"{key}=prioritized: replay keeps its priorities in one process, and trainer.devices="
+                          f"{cfg.trainer.devices} with trainer.num_nodes={cfg.trainer.num_nodes} starts several"
+                          f"{where(key)}. Use one device (trainer.devices=1, trainer.num_nodes=1) or data.sampler=uniform.")
+
+
+def _processes(trainer: DictConfig) -> int:
+    """How many training processes the trainer config asks for at least (-1 and "auto" count as
+    one here; the data module refuses more at run time)."""
+    devices = trainer.devices
+    if isinstance(devices, str):
+        devices = [d for d in devices.split(",") if d.strip()] if "," in devices else 1
+    count = len(devices) if not isinstance(devices, int) else max(devices, 1)
+    return count * trainer.num_nodes
 
 
 def _where(where: Where, key: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Optional
 from omegaconf import MISSING, DictConfig
 
 from forge.config.registry import register
-from forge.config.rules import at_least, between, each, fraction, one_of, open_fraction
+from forge.config.rules import at_least, between, each, fraction, one_of, open_fraction, positive
 
 VERSIONS = ("arcagi1", "arcagi2")  # ARC-AGI
 ARC_MAX_GRID = 30
@@ -32,13 +32,28 @@ SOURCE_KEYS = {  # optional source keys and the formats they apply to ("auto" ma
 }
 SECRET_ACTIONS = ("quarantine", "redact")  # what SFT preparation does with an example that holds a secret
 DIHEDRAL = 8  # rotations and reflections of a square grid, the identity included
+SAMPLERS = ("uniform", "prioritized")  # how training batches draw rows (forge.data.loader, forge.data.samplers)
+
+
+@dataclass
+class Replay:
+    """Prioritized replay (Schaul et al. 2016): row i is drawn with probability p_i^alpha / sum p^alpha,
+    p_i its last training loss + eps, and its loss weighted by (N P(i))^-beta, beta annealed to 1
+    over trainer.max_steps."""
+
+    alpha: float = at_least(0, default=0.6)  # 0: uniform draws; larger: harder rows more often
+    beta: float = between(0, 1, default=0.4)  # the importance-weight exponent at the first step
+    eps: float = positive(default=0.01)  # keeps a row the model fits (loss near 0) drawable
 
 
 @dataclass
 class Loader:
-    """Keys the data loader reads; the task never sees them."""
+    """Keys the data loader reads; the task never sees them. The sampler keys have defaults, so
+    a data config written before them still means what it did (uniform batches)."""
 
     batch_size: int = at_least(1)
+    sampler: str = one_of(SAMPLERS, default="uniform")
+    replay: Replay = dataclasses.field(default_factory=Replay)
 
 
 LOADER_KEYS = tuple(f.name for f in dataclasses.fields(Loader))

@@ -1,8 +1,9 @@
 """Batches from a prepared dataset, resumable mid-epoch.
 
 The loader is Lightning-stateful (`state_dict`/`load_state_dict`): the checkpoint records the
-epoch and how many batches of it were consumed, and a resumed run continues with exactly the
-batches an uninterrupted one would have seen. It also shards by rank itself, so the same
+epoch and how many batches of it were consumed (and, for prioritized replay, forge.data.samplers,
+the priorities and the generator), and a resumed run continues with exactly the batches an
+uninterrupted one would have seen. It also shards by rank itself, so the same
 batches are used with one process or several (Lightning's distributed sampler is turned off).
 """
 
@@ -94,9 +95,10 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
 
 class ResumableLoader(DataLoader):
-    """A DataLoader whose position is saved in Lightning checkpoints."""
+    """A DataLoader whose position is saved in Lightning checkpoints: its batch sampler's state
+    (a ResumableBatchSampler's, or forge.data.samplers' PrioritizedBatchSampler's)."""
 
-    def __init__(self, dataset: SplitDataset, batch_sampler: ResumableBatchSampler) -> None:
+    def __init__(self, dataset: Dataset, batch_sampler: Sampler) -> None:
         # Its own generator: a DataLoader iterator otherwise draws a seed from the global RNG when
         # it starts, so a resumed run (new iterator after the restored RNG) would shift every
         # random draw after it, such as dropout masks.

@@ -14,7 +14,7 @@ with the PEFT config and the chat template used in training.
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import lightning as L
 import torch
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from forge.data.task import IGNORE
 from forge.errors import NonFiniteLossError
-from forge.train.module import build_optimizer, restore_rng, save_rng, with_training_hook
+from forge.train.module import build_optimizer, restore_rng, save_rng, weighted_loss, with_training_hook
 
 
 def build_causal_lm(model_cfg: dict, peft_cfg: dict, cache_dir: Optional[str] = None,
@@ -120,9 +120,14 @@ class CausalLMModule(L.LightningModule):
         total, count = self.loss_terms(batch)
         return total / count.clamp(min=1)
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        total, count = self.loss_terms(batch)
-        loss = total / count.clamp(min=1)
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> Union[torch.Tensor, dict[str, torch.Tensor]]:
+        # A replayed batch (data.sampler=prioritized) weights each packed row's loss, and the
+        # rows' own losses go back to the sampler as their new priorities.
+        per_row = None
+        if "weights" in batch:
+            loss, per_row = weighted_loss(*row_losses(self.lm, batch), batch["weights"])
+        else:
+            loss = self.loss(batch)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"training loss is {loss.item()} at step {self.global_step}")
         tokens = int((batch["segments"] > 0).sum())
@@ -130,7 +135,7 @@ class CausalLMModule(L.LightningModule):
         self.tokens_this_run += tokens
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/tokens", float(self.tokens_seen))
-        return loss
+        return loss if per_row is None else {"loss": loss, "row_losses": per_row}
 
     def on_train_start(self) -> None:
         self.train_started = time.perf_counter()

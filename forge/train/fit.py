@@ -8,18 +8,19 @@ import logging
 import signal
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import lightning as L
 import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
 from forge import atomic
 from forge.curriculum.base import Curriculum
 from forge.data.loader import ResumableBatchSampler, ResumableLoader, SplitDataset
 from forge.data.prepare import load_meta
+from forge.data.samplers import PrioritizedBatchSampler, Replayed
 from forge.errors import ForgeError, NonFiniteLossError
 from forge.models import count_parameters
 from forge.run_dir import RunPaths
@@ -33,14 +34,17 @@ log = logging.getLogger(__name__)
 
 class DataModule(L.LightningDataModule):
     """Train batches in a resumable order; with a curriculum, from the rows it picks this epoch
-    (the loader is then rebuilt every epoch)."""
+    (the loader is then rebuilt every epoch); with `replay` (data.replay's alpha, beta, eps and
+    the run's total_draws), drawn by priority, each batch carrying its rows and their weights."""
 
     def __init__(
-        self, data_dir: Path, batch_size: int, eval_batch_size: int, seed: int, hide_answers: bool, curriculum: Optional[Curriculum]
+        self, data_dir: Path, batch_size: int, eval_batch_size: int, seed: int, hide_answers: bool, curriculum: Optional[Curriculum],
+        replay: Optional[dict[str, Any]] = None,
     ) -> None:
         super().__init__()
         self.data_dir, self.batch_size, self.eval_batch_size, self.seed = data_dir, batch_size, eval_batch_size, seed
-        self.hide_answers, self.curriculum = hide_answers, curriculum
+        self.hide_answers, self.curriculum, self.replay = hide_answers, curriculum, replay
+        self.prioritized: Optional[PrioritizedBatchSampler] = None
 
     def train_dataloader(self) -> ResumableLoader:
         data = SplitDataset(self.data_dir, "train", self.hide_answers)
@@ -57,6 +61,12 @@ class DataModule(L.LightningDataModule):
                 f"the training split has {len(rows if rows is not None else data)} rows, fewer than one batch of {batch_size} "
                 "per process: lower data.batch_size or add data"
             )
+        if self.replay is not None:
+            if self.trainer.world_size > 1:
+                raise ForgeError(f"data.sampler=prioritized: replay keeps its priorities in one process, and this run has "
+                                 f"{self.trainer.world_size}; use trainer.devices=1 or data.sampler=uniform")
+            self.prioritized = PrioritizedBatchSampler(len(data), batch_size, self.seed, **self.replay)
+            return ResumableLoader(Replayed(data), self.prioritized)
         sampler = ResumableBatchSampler(
             len(data), batch_size, self.seed, self.trainer.global_rank, self.trainer.world_size, rows=rows
         )
@@ -68,6 +78,16 @@ class DataModule(L.LightningDataModule):
         rows = list(range(rank, len(data), world))
         batches = [rows[i : i + self.eval_batch_size] for i in range(0, len(rows), self.eval_batch_size)]
         return DataLoader(data, sampler=batches, batch_size=None, generator=torch.Generator())
+
+
+class ReplayPriorities(L.Callback):
+    """Gives each replayed batch's rows their new priorities: the per-row losses the training step
+    returns (`row_losses`). It runs before any checkpoint of the step is saved (Lightning runs
+    checkpoint callbacks last, and fit puts it before StopOnRequest), so the saved priorities
+    include the step."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        trainer.datamodule.prioritized.update(batch["rows"], outputs["row_losses"])
 
 
 def fit(cfg: DictConfig, paths: RunPaths, build_module: Callable[[dict], L.LightningModule]) -> L.Trainer:
@@ -82,7 +102,9 @@ def fit(cfg: DictConfig, paths: RunPaths, build_module: Callable[[dict], L.Light
     curriculum = _curriculum(cfg)
     if curriculum is not None:
         curriculum.attach(SplitDataset(paths.data, "val", not module.causal), meta)
-    callbacks = ([curriculum] if curriculum is not None else []) + instantiate_callbacks(cfg.get("callbacks"))
+    replay = _replay(cfg)
+    callbacks = ([curriculum] if curriculum is not None else []) + ([ReplayPriorities()] if replay else [])
+    callbacks += instantiate_callbacks(cfg.get("callbacks"))
     loggers = build_loggers(cfg.logger, paths, resume=ckpt is not None)
     # A curriculum picks each epoch's rows, so the train loader is rebuilt every epoch.
     trainer = build_trainer(cfg, paths, loggers, callbacks, reload_each_epoch=curriculum is not None)
@@ -90,7 +112,7 @@ def fit(cfg: DictConfig, paths: RunPaths, build_module: Callable[[dict], L.Light
     n_trained = sum(p.numel() for p in module.model.parameters() if p.requires_grad)
     if trainer.is_global_zero:
         log.info("model: %s, %s parameters (%s trained); precision %s", cfg.model._target_, f"{n_params:,}", f"{n_trained:,}", trainer.precision)
-    datamodule = DataModule(paths.data, cfg.data.batch_size, cfg.eval.batch_size, cfg.seed, not module.causal, curriculum)
+    datamodule = DataModule(paths.data, cfg.data.batch_size, cfg.eval.batch_size, cfg.seed, not module.causal, curriculum, replay)
     start = time.perf_counter()
     try:
         with stops_at_a_boundary():
@@ -142,6 +164,14 @@ def _curriculum(cfg: DictConfig) -> Optional[Curriculum]:
     from forge.config.instantiate import instantiate
 
     return instantiate(cfg.curriculum)
+
+
+def _replay(cfg: DictConfig) -> Optional[dict[str, Any]]:
+    """The prioritized sampler's settings, beta annealed over every batch the run draws."""
+    if cfg.data.get("sampler") != "prioritized":
+        return None
+    total_draws = cfg.trainer.max_steps * cfg.trainer.accumulate_grad_batches
+    return {**OmegaConf.to_container(cfg.data.replay, resolve=True), "total_draws": total_draws}
 
 
 def _resume_checkpoint(cfg: DictConfig, paths: RunPaths) -> Optional[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import random
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import lightning as L
 import numpy as np
@@ -48,21 +48,27 @@ class SequenceModule(L.LightningModule):
         """The weights validation, evaluation and export use: the EMA average when there is one."""
         return self.ema.module if self.ema is not None else self.model
 
-    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> Union[torch.Tensor, dict[str, torch.Tensor]]:
         # Recursive models train differently from how they infer (segments, halting, ponder
-        # cost), so they say how; every other model is scored on its logits.
+        # cost), so they say how; every other model is scored on its logits. A replayed batch
+        # (data.sampler=prioritized) carries importance weights: its loss weights each row's,
+        # and the rows' own losses go back to the sampler as their new priorities.
+        per_row = None
         if hasattr(self.model, "training_loss"):
             loss, stats = self.model.training_loss(batch["inputs"], batch["labels"])
         else:
             logits = self.model(batch["inputs"])
-            loss = sequence_loss(logits, batch["labels"], self.causal)
+            if "weights" in batch:
+                loss, per_row = weighted_loss(*sequence_row_losses(logits, batch["labels"], self.causal), batch["weights"])
+            else:
+                loss = sequence_loss(logits, batch["labels"], self.causal)
             stats = {"exact_match": teacher_forced_exact_match(logits.detach(), batch["labels"], self.causal)}
         if not torch.isfinite(loss):
             raise NonFiniteLossError(f"training loss is {loss.item()} at step {self.global_step}")
         self.log("train/loss", loss, prog_bar=True)
         for name, value in stats.items():
             self.log(f"train/{name}", value)
-        return loss
+        return loss if per_row is None else {"loss": loss, "row_losses": per_row}
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss of a batch without logging anything: what the continual-learning callbacks
@@ -153,6 +159,20 @@ def teacher_forced_exact_match(logits: torch.Tensor, labels: torch.Tensor, causa
         logits = logits[:, :-1]
     exact, _ = answer_scores(logits.argmax(-1), targets(labels, causal))
     return exact.float().mean()
+
+
+def sequence_row_losses(logits: torch.Tensor, labels: torch.Tensor, causal: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed cross-entropy and scored-token count of each row of a batch."""
+    per_token = sequence_loss(logits, labels, causal, reduction="none").view(len(labels), -1)
+    return per_token.sum(1), (targets(labels, causal) != IGNORE).sum(1)
+
+
+def weighted_loss(sums: torch.Tensor, counts: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the loss of a replayed batch, each row's mean token loss detached: its new priority).
+    The loss is sum_i w_i * (row i's summed token loss) / (scored tokens of the batch): with every
+    weight 1, the plain token mean every other batch is trained on."""
+    loss = (weights.to(sums.dtype) * sums).sum() / counts.sum().clamp(min=1)
+    return loss, (sums / counts.clamp(min=1)).detach()
 
 
 def build_optimizer(params: list[torch.nn.Parameter], optim_cfg: dict, max_steps: int) -> dict[str, Any]:
