@@ -5,7 +5,7 @@ A stream: prompt lengths log-normal (median 400 characters, sigma 0.8, rounded t
 characters) and four roles at 60/25/13/2%. Changes at run 400: the prompts 1.5 times as long
 (mean +50%), or a new role at 30% of the runs (the others in their old proportions). Each
 scenario on `--streams` seeded streams, with the watch's defaults unless --window / --alpha are
-given. Writes benchmarks/results/learn_input_drift.json.
+given. Writes benchmarks/results/learn_input_drift.json (other settings: ..._window<W>_alpha<A>.json).
 
     python benchmarks/learn_input_drift.py [--streams 1000] [--window 200] [--alpha 0.001]
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import statistics
@@ -68,8 +69,9 @@ def changed(change: str, streams: int, runs: int, window: int, alpha: float) -> 
         again += len(after) > 1
         others += any(f != feature for f, _ in found)
     seen = sorted(d for d in delays if d is not None)
+    median = statistics.median([math.inf if d is None else d for d in delays])  # over all streams: a miss counts as never
     return {"change_at_run": CHANGE_AT, "runs_per_stream": runs,
-            "median_runs_to_report": statistics.median(seen) if seen else None,
+            "median_runs_to_report": None if math.isinf(median) else median,
             "reported_within_200": sum(d <= 200 for d in seen) / streams,
             "reported_within_300": sum(d <= 300 for d in seen) / streams,
             "reported_within_500": sum(d <= 500 for d in seen) / streams,
@@ -93,7 +95,8 @@ def main() -> None:
         result[change] = changed(change, args.streams, CHANGE_AT + 1000, args.window, args.alpha)
         print(f"{change}: {json.dumps(result[change])}", flush=True)
     result["seconds"] = round(time.perf_counter() - start, 1)
-    out = HERE / "results" / "learn_input_drift.json"
+    tuned = (args.window, args.alpha) == (DEFAULT_WINDOW, DEFAULT_ALPHA)
+    out = HERE / "results" / ("learn_input_drift.json" if tuned else f"learn_input_drift_window{args.window}_alpha{args.alpha:g}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 

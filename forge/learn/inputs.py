@@ -6,24 +6,30 @@ the deployed version was trained and gated on the old mix of tasks. The reward w
 (forge.learn.drift) sees only the outcome; this watch sees the input.
 
 Features: `prompt_length`, the task text's length in characters (characters, not tokens, so the
-measure does not change with the model), and `role`, the categorical field of a record that the
-caller chooses (records have no task type; model, version and prompt variant are chosen by the
-router, the loop and the bandit, so their frequencies move with the loop's own choices, and a
-task id names one task, not a kind of task).
+measure does not change with the model), and `role`, the record's role (coder, fixer, ...).
+Records have no task-type field, and their other categorical fields do not measure the incoming
+work: model, version and prompt variant are chosen by the router, the loop and the bandit, and a
+task id names one task, not a kind of task.
 
 Each feature keeps a reference window (its first `window` values) and a recent window (the last
 `window`), and every `window // 4` runs tests one against the other: a two-sample
 Kolmogorov-Smirnov test (scipy) for the length, which sees a change of any part of its
 distribution, and a chi-square test of the role counts (scipy.stats.chi2_contingency), with the
-roles seen fewer than `RARE` times in both windows pooled so that no expected count is near 0.
-A p-value below `alpha` is a report. After a report the feature's next `window` values become its
-reference: one change is reported once, and the new mix is what later changes are measured from.
-(The recent window that showed the change is no reference: it may straddle the change, and as
-the old-and-new mix it would report the same change again.)
+roles seen fewer than `RARE` times in both windows pooled, so that a role seen once or twice does
+not decide the test. A p-value below `alpha` is a report. After a report the feature's next
+`window` values become its reference: one change is reported once, and the new mix is what later
+changes are measured from. (The recent window that showed the change is no reference: it may
+straddle the change, and as that mix of old and new it reported a new role a second time in 95%
+of 300 simulated streams.)
 
 The defaults (window 200, alpha 0.001) are tuned on simulated streams (benchmarks/
 learn_input_drift.py, 1,000 streams each): prompt lengths log-normal (median 400 characters,
-sigma 0.8, rounded to whole characters), four roles at 60/25/13/2%. {NUMBERS}
+sigma 0.8, rounded to whole characters), four roles at 60/25/13/2%. Without a change, 0.9% of
+1,000-run streams have a report (5.5% of 5,000-run streams). From run 400, prompts 1.5 times as
+long are reported a median of 200 runs after the change (91% within 300 runs, 97% within 500), a
+new role on 30% of the runs a median of 50 runs after it (99.9% within 200); a change is
+reported twice in 1% of streams. Windows of 100 runs keep false alarms as rare only at alpha
+0.0003 (0.6%), and then report the longer prompts within 300 runs in 55% of streams.
 """
 
 from __future__ import annotations

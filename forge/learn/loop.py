@@ -155,9 +155,10 @@ class Loop:
                           {"from": before, "to": after})
 
     def _inputs(self) -> Optional[str]:
-        """The input watch over the runs recorded since its last pass (held-out runs are the loop's
-        evaluation, not incoming work); a change is logged, nothing else is done. One transaction,
-        so two passes at once never watch a run twice."""
+        """The input watch over the runs recorded since its last pass, in time order (held-out runs
+        are the loop's evaluation, and runs dated before the last one watched are back-filled
+        history: neither is incoming work); a change is logged, nothing else is done. One
+        transaction, so two passes at once never watch a run twice."""
         cfg = self.cfg.watch.inputs
         if not cfg.enabled:
             return None
