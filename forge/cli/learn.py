@@ -102,7 +102,8 @@ def _record(argv: list[str]) -> None:
 def _status(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="forge learn status", usage="forge learn status [--json] [key=value ...]",
                                      description="Runs per role, model, version and prompt variant: mean reward, pass rate, "
-                                                 "cost, how many are exported and used by a deployed version.")
+                                                 "cost, how many are exported and used by a deployed version; "
+                                                 "and the input watch's windows.")
     parser.add_argument("--json", action="store_true")
     args, overrides = settings(parser, argv)
     cfg = config(overrides)
@@ -143,7 +144,7 @@ def _history(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="forge learn history", usage="forge learn history [--limit N] [--action A] [--json] [key=value ...]",
                                      description="The audit log of the loop's actions, newest first, each with its reason.")
     parser.add_argument("--limit", type=int, default=20, help="show this many entries (default 20)")
-    parser.add_argument("--action", help="only this action (export, train, gate, deploy, rollback ...)")
+    parser.add_argument("--action", help="only this action (export, train, gate, deploy, rollback, inputs ...)")
     parser.add_argument("--json", action="store_true")
     args, overrides = settings(parser, argv)
     if args.limit < 1:
