@@ -102,31 +102,49 @@ def _record(argv: list[str]) -> None:
 def _status(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="forge learn status", usage="forge learn status [--json] [key=value ...]",
                                      description="Runs per role, model, version and prompt variant: mean reward, pass rate, "
-                                                 "cost, how many are exported and used by a deployed version.")
+                                                 "cost, how many are exported and used by a deployed version; "
+                                                 "and the input watch's windows.")
     parser.add_argument("--json", action="store_true")
     args, overrides = settings(parser, argv)
-    with open_store(config(overrides)) as store:
+    cfg = config(overrides)
+    with open_store(cfg) as store:
         stats = store.stats()
         total, exported, used = store.count(), store.count(exported=True), store.count(used=True)
+        inputs = _input_watch(cfg, store)
     if args.json:
         print(json.dumps({"store": store.url, "runs": total, "exported": exported, "used": used,
-                          "groups": [asdict(s) for s in stats]}, indent=2))
+                          "groups": [asdict(s) for s in stats], "inputs": inputs}, indent=2))
         return
     print(f"{total} runs in {store.url}: {exported} exported, {used} used by a deployed version")
-    if not stats:
+    if stats:
+        header = ("role", "model", "version", "prompt", "runs", "reward", "pass", "cost", "exported", "used")
+        rows = [(s.role, s.model, s.version or "-", s.prompt_variant or "-", str(s.runs), f"{s.mean_reward:.3f}",
+                 "-" if s.pass_rate is None else f"{s.pass_rate:.0%}", "-" if s.cost is None else f"{s.cost:.4g}",
+                 str(s.exported), str(s.used)) for s in stats]
+        _table(header, rows)
+    if not inputs["enabled"]:
+        print("input watch: off (watch.inputs.enabled=false)")
         return
-    header = ("role", "model", "version", "prompt", "runs", "reward", "pass", "cost", "exported", "used")
-    rows = [(s.role, s.model, s.version or "-", s.prompt_variant or "-", str(s.runs), f"{s.mean_reward:.3f}",
-             "-" if s.pass_rate is None else f"{s.pass_rate:.0%}", "-" if s.cost is None else f"{s.cost:.4g}",
-             str(s.exported), str(s.used)) for s in stats]
-    _table(header, rows)
+    print(f"input watch: {inputs['runs']} runs watched by the loop's passes (window {inputs['window']}, alpha {inputs['alpha']:g})")
+    for feature, line in inputs["features"].items():
+        print(f"  {feature}: {line}")
+
+
+def _input_watch(cfg: "DictConfig", store: "Store") -> dict:
+    """The input watch's settings and windows, as the loop last saved them."""
+    from forge.learn.inputs import STATE, InputWatch
+
+    chosen = cfg.watch.inputs
+    watch = InputWatch.restore(store.get_state(STATE), chosen.window, chosen.alpha)
+    return {"enabled": chosen.enabled, "window": watch.window, "alpha": watch.alpha, "runs": watch.seen,
+            "features": watch.summary()}
 
 
 def _history(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="forge learn history", usage="forge learn history [--limit N] [--action A] [--json] [key=value ...]",
                                      description="The audit log of the loop's actions, newest first, each with its reason.")
     parser.add_argument("--limit", type=int, default=20, help="show this many entries (default 20)")
-    parser.add_argument("--action", help="only this action (export, train, gate, deploy, rollback ...)")
+    parser.add_argument("--action", help="only this action (export, train, gate, deploy, rollback, inputs ...)")
     parser.add_argument("--json", action="store_true")
     args, overrides = settings(parser, argv)
     if args.limit < 1:

@@ -72,6 +72,16 @@ class RetrainCfg:
     reward_drop: Optional[float] = None  # retrain when the deployed model's mean reward falls by this fraction
 
 
+INPUTS_MIN_WINDOW = 10
+
+
+@dataclass
+class InputsCfg:
+    enabled: bool = True
+    window: int = 200  # runs in the reference and in the recent window of the input watch (forge.learn.inputs)
+    alpha: float = 0.001  # significance of each of its tests; tuned with window for under 2% false alarms per 1,000 runs
+
+
 @dataclass
 class WatchCfg:
     enabled: bool = True
@@ -80,6 +90,7 @@ class WatchCfg:
     delta: Optional[float] = None  # ADWIN's confidence, Page-Hinkley's magnitude; null: the detector's tuned default (forge.learn.drift)
     min_runs: int = 30  # runs of each version before comparing them
     alpha: float = 0.01  # significance of the new-against-previous test that rolls back
+    inputs: InputsCfg = field(default_factory=InputsCfg)  # a change of the incoming work's features: reported, no action
 
 
 @dataclass
@@ -180,6 +191,11 @@ def check(cfg: DictConfig) -> None:
             raise ConfigError(f"learn.{key}={value:g}: a significance level in (0, 1), e.g. 0.05")
     if cfg.watch.delta is not None and (cfg.watch.delta <= 0 or (cfg.watch.detector == "adwin" and cfg.watch.delta >= 1)):
         raise ConfigError(f"learn.watch.delta={cfg.watch.delta:g}: must be positive (below 1 for adwin), or null for the detector's default")
+    if cfg.watch.inputs.window < INPUTS_MIN_WINDOW:
+        raise ConfigError(f"learn.watch.inputs.window={cfg.watch.inputs.window}: must be at least {INPUTS_MIN_WINDOW} runs "
+                          "(each test compares two windows of this many runs), e.g. 200")
+    if not 0 < cfg.watch.inputs.alpha < 1:
+        raise ConfigError(f"learn.watch.inputs.alpha={cfg.watch.inputs.alpha:g}: a significance level in (0, 1), e.g. 0.001")
     for key, value, choices in (("watch.detector", cfg.watch.detector, DETECTORS), ("bandit.policy", cfg.bandit.policy, POLICIES)):
         if value not in choices:
             raise ConfigError(f"learn.{key}={value}: choose one of {', '.join(choices)}")

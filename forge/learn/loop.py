@@ -5,7 +5,8 @@ its reason:
 
 1. watch: the deployed version's rewards against the previous version's (the share of runs kept
    on it), and a drift detector on its reward stream; a significant drop or a detected drift
-   rolls the stage back (`forge models rollback`);
+   rolls the stage back (`forge models rollback`); and a watch on the features of the runs
+   recorded since the last pass (forge.learn.inputs), which reports a change of the incoming work;
 2. export: enough good runs not exported yet become a DVC-tracked agent_runs file;
 3. train: enough exported examples no deployed version used (or a time / reward trigger) start a
    run of the configured recipe on them (`forge runs start`); with `update: incremental`, the
@@ -43,6 +44,8 @@ from forge.gate import test_version
 from forge.learn import export
 from forge.learn.config import incremental, start_from
 from forge.learn.drift import RewardWatch, compare_versions
+from forge.learn.inputs import STATE as INPUTS
+from forge.learn.inputs import InputWatch
 from forge.learn.records import now
 from forge.learn.store import Export, Store
 from forge.run_dir import read_json
@@ -76,7 +79,7 @@ class Loop:
     def step(self) -> list[str]:
         """One pass; the actions taken, as their audit-log lines."""
         taken = []
-        for action in (self._reconcile, self._watch, self._export, self._train, self._register, self._gate):
+        for action in (self._reconcile, self._watch, self._inputs, self._export, self._train, self._register, self._gate):
             line = action()
             if line:
                 taken.append(line)
@@ -155,6 +158,29 @@ class Loop:
         state["deployed"] = {"version": after, "previous": None, "since": now()}
         return self._save(state, "rollback", "done", f"{self.name} {self.stage}: {before} -> {after}: {reason}",
                           {"from": before, "to": after})
+
+    def _inputs(self) -> Optional[str]:
+        """The input watch over the runs recorded since its last pass, in time order (held-out runs
+        are the loop's evaluation, and runs dated before the last one watched are back-filled
+        history: neither is incoming work); a change is logged, nothing else is done. One
+        transaction, so two passes at once never watch a run twice."""
+        cfg = self.cfg.watch.inputs
+        if not cfg.enabled:
+            return None
+        with self.store.transaction():
+            watch = InputWatch.restore(self.store.get_state(INPUTS), cfg.window, cfg.alpha)
+            since = watch.last[0] if watch.last else None
+            new = [r for r in self.store.runs(since=since, heldout=False) if watch.last is None or (r.time, r.id) > watch.last]
+            if not new:
+                return None
+            shifts = [shift for run in new for shift in watch.update(run)]
+            self.store.put_state(INPUTS, watch.dumps())
+            lines = []
+            for shift in shifts:
+                reason = shift.reason()
+                self.store.log("inputs", "changed", reason, shift._asdict())
+                lines.append(f"inputs changed: {reason}")
+        return "\n".join(lines) or None
 
     # --- 2. export ---
 
