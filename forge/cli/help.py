@@ -11,6 +11,7 @@ RUN_USAGE = [
     ("-m [GROUP=A,B ...] [KEY=1,2 ...]", "sweep (Hydra multirun)"),
     ("stage=NAME ...", "run one stage"),
     ("resume=RUN_DIR <same overrides>", "continue a killed run exactly"),
+    ("init_from=RUN_DIR [callbacks=[default,ewc]]", "a new task from an earlier run's weights"),
     ("--cfg job [overrides]", "print the composed config"),
     ("--hydra-help", "Hydra's own flags"),
 ]
