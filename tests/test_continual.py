@@ -10,7 +10,7 @@ import pytest
 import torch
 from lightning.pytorch.plugins.precision import Precision
 
-from conftest import kill_at_first_checkpoint, run_forge, run_in_process
+from conftest import FIXTURES, kill_at_first_checkpoint, run_forge, run_in_process
 from forge.data.loader import SplitDataset
 from forge.models.sequence import sequence_loss
 from forge.train.continual import EWC, Rehearsal, trained_parameters
@@ -183,3 +183,23 @@ def test_init_from_is_refused_for_a_causal_lm(tmp_path: Path) -> None:
     proc = run_forge("+recipe=coder_lora", f"init_from={tmp_path}", "stage=train", cwd=tmp_path, check=False)
     assert proc.returncode == 2
     assert "init_from=" in proc.stderr and "peft.init_from=DIR" in proc.stderr
+
+
+def test_ewc_and_rehearsal_on_a_lora_adapter_cover_its_parameters_only(tmp_path: Path, cache: Path, tiny_lm: Path) -> None:
+    lora = ["model=hf_causal_lm", f"model.source={tiny_lm}", "peft=lora", "peft.r=4", "peft.alpha=8", "data=sft_jsonl",
+            f"data.sources=[{{format: prompt_completion, path: {FIXTURES / 'prompt_completion.jsonl'}}}]", "data.seq_len=64",
+            "data.batch_size=2", "data.val_fraction=0.25", "data.test_fraction=0.25", "eval=perplexity", "eval.batch_size=4",
+            "trainer.max_steps=3", "trainer.val_every_n_steps=3", "trainer.checkpoint_every_n_steps=3", "trainer.log_every_n_steps=1",
+            "logger=csv",
+            "export=none", f"cache_dir={cache}"]
+    a, b = tmp_path / "A", tmp_path / "B"
+    run_in_process(*lora, run_dir=a)
+    run_in_process(*lora, "callbacks=[default,ewc,rehearsal]", f"callbacks.ewc.previous={a}", "callbacks.ewc.samples=4",
+                   f"callbacks.rehearsal.previous={a}", "callbacks.rehearsal.share=0.5", run_dir=b)
+    ckpt = torch.load(b / "checkpoints" / "last.ckpt", weights_only=True)
+    fisher = ckpt["callbacks"]["EWC"]["fisher"]
+    assert set(fisher) == set(ckpt["state_dict"]) and all("lora_" in name for name in fisher)  # the adapter's, nothing frozen
+    assert any(float(f.sum()) > 0 for f in fisher.values())
+    assert ckpt["callbacks"]["Rehearsal"]["replayed"] == 3  # ceil(0.5 x 2 rows) a step
+    header = (b / "csv" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/ewc_penalty" in header and "train/rehearsal_loss" in header
