@@ -190,8 +190,7 @@ def test_ewc_and_rehearsal_on_a_lora_adapter_cover_its_parameters_only(tmp_path:
             f"data.sources=[{{format: prompt_completion, path: {FIXTURES / 'prompt_completion.jsonl'}}}]", "data.seq_len=64",
             "data.batch_size=2", "data.val_fraction=0.25", "data.test_fraction=0.25", "eval=perplexity", "eval.batch_size=4",
             "trainer.max_steps=3", "trainer.val_every_n_steps=3", "trainer.checkpoint_every_n_steps=3", "trainer.log_every_n_steps=1",
-            "logger=csv",
-            "export=none", f"cache_dir={cache}"]
+            "logger=csv", "export=none", f"cache_dir={cache}"]
     a, b = tmp_path / "A", tmp_path / "B"
     run_in_process(*lora, run_dir=a)
     run_in_process(*lora, "callbacks=[default,ewc,rehearsal]", f"callbacks.ewc.previous={a}", "callbacks.ewc.samples=4",
