@@ -22,6 +22,7 @@ Where = Callable[[str], str]
 LEVELED_DATA = ("forge.data.sudoku.Sudoku",)  # tasks that rate each example by difficulty level
 MIXTURE = "forge.data.mixture.Mixture"
 ARC = "forge.data.arc.ARC"
+SFT = "forge.data.sft.SFT"
 STAGED = "forge.curriculum.staged.Staged"
 DIFFICULTY = "forge.curriculum.difficulty.Difficulty"
 # Models that train on one loss per batch (their own `training_loss`: segments, halting, ponder
@@ -122,13 +123,15 @@ def _check_init_from(cfg: DictConfig, family: FamilySpec, where: Where) -> None:
 
 def _check_sampler(cfg: DictConfig, where: Where) -> None:
     """Prioritized replay keeps one process's priorities over the whole training split, and
-    weights each row's own loss."""
+    weights each row's own loss; by reward surprise, it needs a reward on every row."""
     sources = cfg.data.sources.items() if cfg.data._target_ == MIXTURE else ()
     for name, source in sources:
         if source.get("sampler") == "prioritized":
             key = f"data.sources.{name}.sampler"
             raise ConfigError(f"{key}=prioritized: a mixture's rows are drawn by its own sampler{where(key)}. "
                               "Set data.sampler=prioritized instead.")
+    if cfg.data.replay.priority == "reward_surprise":
+        _check_reward_surprise(cfg, where)
     if cfg.data.sampler != "prioritized":
         return
     key = "data.sampler"
@@ -142,6 +145,20 @@ def _check_sampler(cfg: DictConfig, where: Where) -> None:
         raise ConfigError(f"{key}=prioritized: replay keeps its priorities in one process, and trainer.devices="
                           f"{cfg.trainer.devices} with trainer.num_nodes={cfg.trainer.num_nodes} starts several"
                           f"{where(key)}. Use one device (trainer.devices=1, trainer.num_nodes=1) or data.sampler=uniform.")
+
+
+def _check_reward_surprise(cfg: DictConfig, where: Where) -> None:
+    """Only agent_runs records carry a reward; a source of format auto may turn out to be agent
+    runs, so it is left to preparation, whose rows then carry rewards or not (checked at train)."""
+    key = "data.replay.priority"
+    if cfg.data.sampler != "prioritized":
+        raise ConfigError(f"{key}=reward_surprise: it sets prioritized replay's priorities, and data.sampler={cfg.data.sampler}"
+                          f"{where(key)}. Set data.sampler=prioritized, or remove {key}.")
+    formats = [s.get("format") for s in cfg.data.sources] if cfg.data._target_ == SFT else []
+    if not formats or any(f not in ("agent_runs", "auto") for f in formats):
+        data = f"its sources are {', '.join(sorted(set(formats)))}" if formats else f"data._target_={cfg.data._target_}"
+        raise ConfigError(f"{key}=reward_surprise: only agent_runs records carry a reward, and {data}{where(key)}. "
+                          f"Use data.replay.priority=loss, or SFT data whose sources are all format agent_runs.")
 
 
 def _processes(trainer: DictConfig) -> int:

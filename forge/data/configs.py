@@ -33,17 +33,20 @@ SOURCE_KEYS = {  # optional source keys and the formats they apply to ("auto" ma
 SECRET_ACTIONS = ("quarantine", "redact")  # what SFT preparation does with an example that holds a secret
 DIHEDRAL = 8  # rotations and reflections of a square grid, the identity included
 SAMPLERS = ("uniform", "prioritized")  # how training batches draw rows (forge.data.loader, forge.data.samplers)
+PRIORITIES = ("loss", "reward_surprise")  # where a replayed row's priority comes from (forge.data.samplers)
 
 
 @dataclass
 class Replay:
     """Prioritized replay (Schaul et al. 2016): row i is drawn with probability p_i^alpha / sum p^alpha,
-    p_i its last training loss + eps, and its loss weighted by (N P(i))^-beta, beta annealed to 1
-    over trainer.max_steps."""
+    p_i its last training loss + eps (or, for agent runs, its reward surprise |r_i - mean r| + eps,
+    fixed for the run), and its loss weighted by (N P(i))^-beta, beta annealed to 1 over
+    trainer.max_steps."""
 
     alpha: float = at_least(0, default=0.6)  # 0: uniform draws; larger: harder rows more often
     beta: float = between(0, 1, default=0.4)  # the importance-weight exponent at the first step
     eps: float = positive(default=0.01)  # keeps a row the model fits (loss near 0) drawable
+    priority: str = one_of(PRIORITIES, default="loss")  # reward_surprise: agent_runs data only
 
 
 @dataclass

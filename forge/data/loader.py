@@ -33,7 +33,9 @@ class SplitDataset(Dataset):
         tensors = load_file(str(data_dir / f"{split}.safetensors"))
         self.inputs = tensors.pop("inputs").long()
         self.labels = tensors.pop("labels").long()
-        self.extras = {k: v.long() for k, v in tensors.items()}
+        # Integer extras are per token ([rows, seq_len], e.g. packed `segments`) or per row
+        # ([rows], e.g. a mixture's `source`); a float one (an agent run's `reward`) stays float.
+        self.extras = {k: v if v.is_floating_point() else v.long() for k, v in tensors.items()}
         meta = load_meta(data_dir) if hide_answers else {}
         if meta.get("blank") is not None:
             blank = meta["vocab"].index(meta["blank"])
@@ -43,7 +45,8 @@ class SplitDataset(Dataset):
         return len(self.inputs)
 
     def __getitem__(self, rows: list[int]) -> dict[str, torch.Tensor]:
-        """A batch: inputs, labels and the per-token extras (e.g. packed `segments`)."""
+        """A batch: inputs, labels and the per-token extras (e.g. packed `segments`); per-row
+        extras stay out (the sampler and the curriculum read them from `extras`)."""
         idx = torch.as_tensor(rows)
         per_token = {k: v[idx] for k, v in self.extras.items() if v.ndim == 2}
         return {"inputs": self.inputs[idx], "labels": self.labels[idx], **per_token}

@@ -3,7 +3,10 @@ worst are drawn more often, and importance-sampling weights undo the bias this p
 
 Row i is drawn with probability P(i) = p_i^alpha / sum_j p_j^alpha, with replacement, where its
 priority p_i is its last training loss + eps; a row not trained on yet has the highest priority
-so far, so it is drawn soon. Each drawn row carries the weight
+so far, so it is drawn soon. With data.replay.priority=reward_surprise the priorities are fixed
+instead: p_i = |r_i - mean r| + eps, r_i the row's agent-run reward (a packed row's: the mean of
+its runs'), so runs whose reward was most unlike the usual are drawn more often. Each drawn row
+carries the weight
 
     w_i = (N P(i))^-beta / max_j (N P(j))^-beta,   max over all N rows of the split,
 
@@ -18,12 +21,14 @@ checkpoint through the loader, a resumed run draws exactly the batches an uninte
 
 from __future__ import annotations
 
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Iterator, NamedTuple, Optional
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
 from forge.data.loader import SplitDataset
+from forge.data.sft.rows import REWARD
+from forge.errors import ForgeError
 
 
 class Draw(NamedTuple):
@@ -33,18 +38,31 @@ class Draw(NamedTuple):
     weights: torch.Tensor
 
 
+def reward_surprise(data: SplitDataset, eps: float) -> torch.Tensor:
+    """|r_i - mean r| + eps for every row of the split, from its per-row `reward` column."""
+    rewards = data.extras.get(REWARD)
+    if rewards is None:
+        raise ForgeError("data.replay.priority=reward_surprise: the prepared training rows have no reward (only agent_runs "
+                         "records carry one, and every source must be agent_runs); use data.replay.priority=loss")
+    rewards = rewards.to(torch.float64)
+    return (rewards - rewards.mean()).abs() + eps
+
+
 class PrioritizedBatchSampler(Sampler[Draw]):
     """Batches drawn by priority from a seeded generator; `update` gives rows their new losses.
 
+    `fixed`: priorities for the whole run (reward surprise); losses then leave them as they are.
     An epoch is as many batches as a uniform epoch of the same split, so validation and
     checkpoints fall where they would without replay.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, total_draws: int, alpha: float, beta: float, eps: float) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int, total_draws: int, alpha: float, beta: float, eps: float,
+                 fixed: Optional[torch.Tensor] = None) -> None:
         self.n, self.batch_size = n, batch_size
         self.total_draws, self.alpha, self.beta0, self.eps = max(1, total_draws), alpha, beta, eps
-        self.priorities = torch.zeros(n, dtype=torch.float64)
-        self.seen = torch.zeros(n, dtype=torch.bool)
+        self.fixed = fixed is not None
+        self.priorities = torch.zeros(n, dtype=torch.float64) if fixed is None else fixed.to(torch.float64).clone()
+        self.seen = torch.full((n,), self.fixed, dtype=torch.bool)
         self.generator = torch.Generator().manual_seed(seed)
         self.draws = 0  # batches drawn since the run began: what beta anneals over
         self.epoch, self.yielded, self._skip = 0, 0, 0
@@ -81,7 +99,10 @@ class PrioritizedBatchSampler(Sampler[Draw]):
             yield draw
 
     def update(self, rows: torch.Tensor, losses: torch.Tensor) -> None:
-        """The rows' new priorities: their losses + eps (a row drawn twice in a batch: its mean)."""
+        """The rows' new priorities: their losses + eps (a row drawn twice in a batch: its mean);
+        fixed priorities stay."""
+        if self.fixed:
+            return
         rows, losses = rows.cpu(), losses.detach().to("cpu", torch.float64) + self.eps
         total = torch.zeros_like(self.priorities).index_add_(0, rows, losses)
         count = torch.zeros_like(self.priorities).index_add_(0, rows, torch.ones_like(losses))

@@ -20,7 +20,7 @@ from forge import atomic
 from forge.curriculum.base import Curriculum
 from forge.data.loader import ResumableBatchSampler, ResumableLoader, SplitDataset
 from forge.data.prepare import load_meta
-from forge.data.samplers import PrioritizedBatchSampler, Replayed
+from forge.data.samplers import PrioritizedBatchSampler, Replayed, reward_surprise
 from forge.errors import ForgeError, NonFiniteLossError
 from forge.models import count_parameters
 from forge.run_dir import RunPaths
@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 
 class DataModule(L.LightningDataModule):
     """Train batches in a resumable order; with a curriculum, from the rows it picks this epoch
-    (the loader is then rebuilt every epoch); with `replay` (data.replay's alpha, beta, eps and
-    the run's total_draws), drawn by priority, each batch carrying its rows and their weights."""
+    (the loader is then rebuilt every epoch); with `replay` (data.replay's alpha, beta, eps,
+    priority and the run's total_draws), drawn by priority, each batch carrying its rows and their
+    weights."""
 
     def __init__(
         self, data_dir: Path, batch_size: int, eval_batch_size: int, seed: int, hide_answers: bool, curriculum: Optional[Curriculum],
@@ -65,7 +66,9 @@ class DataModule(L.LightningDataModule):
             if self.trainer.world_size > 1:
                 raise ForgeError(f"data.sampler=prioritized: replay keeps its priorities in one process, and this run has "
                                  f"{self.trainer.world_size}; use trainer.devices=1 or data.sampler=uniform")
-            self.prioritized = PrioritizedBatchSampler(len(data), batch_size, self.seed, **self.replay)
+            settings = dict(self.replay)
+            fixed = reward_surprise(data, settings["eps"]) if settings.pop("priority") == "reward_surprise" else None
+            self.prioritized = PrioritizedBatchSampler(len(data), batch_size, self.seed, **settings, fixed=fixed)
             return ResumableLoader(Replayed(data), self.prioritized)
         sampler = ResumableBatchSampler(
             len(data), batch_size, self.seed, self.trainer.global_rank, self.trainer.world_size, rows=rows

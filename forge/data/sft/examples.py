@@ -17,6 +17,7 @@ class Chat:
     messages: list[dict[str, str]]
     group: str
     scored: Optional[tuple[int, ...]] = None  # indices into messages; None: every assistant turn
+    reward: Optional[float] = None  # an agent run's reward, kept per row for replay by reward surprise
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Completion:
     prompt: str
     completion: str
     group: str
+    reward: Optional[float] = None
 
 
 Example = Union[Chat, Completion]

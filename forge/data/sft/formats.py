@@ -6,6 +6,7 @@ that is wrong (the line then goes to the quarantine with its file and line numbe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Callable, Optional
 
@@ -271,7 +272,8 @@ def agent_run(weights: dict[str, float], min_reward: Optional[float]) -> Callabl
     `{"task": ..., "response": ... | "messages": [...], "signals": {"compiled": true,
     "tests_passed": 7, "tests_total": 8, "errors": 1, "human_rating": 4}}`. The reward is the
     weighted sum of the signals (booleans count 0/1; tests_passed is the passed fraction when
-    tests_total is given); runs below `min_reward` are skipped and counted, not quarantined.
+    tests_total is given); runs below `min_reward` are skipped and counted, not quarantined. Each
+    example keeps its run's reward: the prepared rows carry it (data.replay.priority=reward_surprise).
     """
 
     def parse(record: Any, group: str) -> list[Example]:
@@ -283,8 +285,10 @@ def agent_run(weights: dict[str, float], min_reward: Optional[float]) -> Callabl
         if min_reward is not None and reward < min_reward:
             raise BelowThreshold(reward)
         if "messages" in r:
-            return messages({"messages": [{"role": "user", "content": _text(r, "task")}, *r["messages"]]}, group)
-        return [Chat([{"role": "user", "content": _text(r, "task")}, {"role": "assistant", "content": _text(r, "response")}], group)]
+            chats = messages({"messages": [{"role": "user", "content": _text(r, "task")}, *r["messages"]]}, group)
+            return [dataclasses.replace(c, reward=reward) for c in chats]
+        return [Chat([{"role": "user", "content": _text(r, "task")}, {"role": "assistant", "content": _text(r, "response")}], group,
+                     reward=reward)]
 
     return parse
 

@@ -23,7 +23,7 @@ from forge.data.sft.examples import BadRecord, Example
 from forge.data.sft.pack import Packer
 from forge.data.sft.python_code import code_examples, humaneval_keys, source_files
 from forge.data.sft.records import Quarantine, data_files, read_jsonl
-from forge.data.sft.rows import RowWriter
+from forge.data.sft.rows import ROWS_VERSION, RowWriter
 from forge.data.sft.secrets import RedactingQuarantine, SecretScan
 from forge.data.sft.tokenize import Encoder
 from forge.data.task import SPLITS
@@ -92,14 +92,16 @@ class SFT:
         self.secrets = secrets
 
     def content_key(self) -> dict[str, Any]:
-        """What the prepared rows depend on besides the config: the tokenizer and the input bytes."""
+        """What the prepared rows depend on besides the config: the tokenizer, the input bytes and
+        the columns written (data prepared before a column existed is not reused without it)."""
         tok = self.tokenizer
         tok_blob = tok.backend_tokenizer.to_str() + str(tok.chat_template) + f"{tok.eos_token_id},{tok.pad_token_id}"
         files = hashlib.sha256()
         for entry in self.inputs():
             files.update(entry["path"].encode())
             files.update(bytes.fromhex(entry["sha256"]))
-        return {"tokenizer": hashlib.sha256(tok_blob.encode()).hexdigest()[:16], "files": files.hexdigest()[:16]}
+        return {"tokenizer": hashlib.sha256(tok_blob.encode()).hexdigest()[:16], "files": files.hexdigest()[:16],
+                "rows": ROWS_VERSION}
 
     @functools.cache
     def inputs(self) -> list[dict[str, str]]:
@@ -115,7 +117,7 @@ class SFT:
     def write(self, folder: Path) -> dict[str, Any]:
         counts: Counter[str] = Counter()
         writers = {s: RowWriter(folder, s, self.seq_len) for s in SPLITS}
-        packers = {s: Packer(self.seq_len, self.tokenizer.pad_token_id, self.packing) for s in SPLITS}
+        packers = {s: Packer(self.seq_len, self.tokenizer.pad_token_id, self.packing, with_rewards=True) for s in SPLITS}
         stats = {s: Counter() for s in SPLITS}
         groups: set[str] = set()
         scan = SecretScan(self.secrets)
@@ -141,14 +143,16 @@ class SFT:
                 split = self._split(example.group)
                 stats[split].update(examples=1, tokens=len(ids), scored_tokens=sum(mask[1:]))
                 groups.add(example.group)
-                for row in packers[split].add(ids, mask):
+                for row in packers[split].add(ids, mask, example.reward):
                     writers[split].append(*row)
             for split in SPLITS:
                 for row in packers[split].flush():
                     writers[split].append(*row)
+        # Rows carry a reward when every example had one (agent runs): replay by reward surprise.
+        with_reward = all(w.rewarded == w.rows for w in writers.values()) and any(w.rewarded for w in writers.values())
         sizes = {}
         for split, writer in writers.items():
-            writer.close()
+            writer.close(with_reward)
             sizes[split] = writer.rows
             stats[split]["rows"] = writer.rows
         fractions = {"train": 1.0, "val": self.fractions[0], "test": self.fractions[1]}
@@ -160,6 +164,7 @@ class SFT:
             "seq_len": self.seq_len,
             "sizes": sizes,
             "splits": {s: dict(c) for s, c in stats.items()},
+            "row_rewards": with_reward,
             "quarantined": quarantine.total,
             "quarantined_by_file": dict(quarantine.counts),
             "counts": dict(sorted(counts.items())),
