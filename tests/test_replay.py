@@ -150,7 +150,7 @@ def test_cli_refuses_a_negative_alpha_in_one_line(tmp_path: Path) -> None:
 def test_uniform_stays_the_default() -> None:
     cfg, origin = compose([])
     data = validate(cfg, origin.where).data
-    assert data.sampler == "uniform" and dict(data.replay) == {"alpha": 0.6, "beta": 0.4, "eps": 0.01}
+    assert data.sampler == "uniform" and dict(data.replay) == {"alpha": 0.6, "beta": 0.4, "eps": 0.01, "priority": "loss"}
 
 
 STEPS = 24
