@@ -106,7 +106,7 @@ def test_a_causal_lm_replays_agent_runs_by_surprise(tmp_path: Path, cache: Path,
         "model=hf_causal_lm", f"model.source={tiny_lm}", "peft=lora", "peft.r=4", "peft.alpha=8", "data=sft_jsonl",
         f"data.sources=[{{format: agent_runs, path: {runs}, reward_weights: {{tests_passed: 1.0, compiled: 0.5}}}}]",
         "data.seq_len=64", "data.packing=false", "data.batch_size=2", "data.val_fraction=0.25", "data.test_fraction=0.25",
-        "data.sampler=prioritized", "++data.replay.priority=reward_surprise", "eval=perplexity", "eval.batch_size=4",
+        "data.sampler=prioritized", "data.replay.priority=reward_surprise", "eval=perplexity", "eval.batch_size=4",
         "trainer.max_steps=4", "trainer.val_every_n_steps=4", "trainer.checkpoint_every_n_steps=4", "logger=none",
         "export=none", f"cache_dir={cache}", run_dir=run,
     )
@@ -119,13 +119,13 @@ def test_a_causal_lm_replays_agent_runs_by_surprise(tmp_path: Path, cache: Path,
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["++data.replay.priority=reward_surprise"],
+    (["data.replay.priority=reward_surprise"],
      "data.replay.priority=reward_surprise: it sets prioritized replay's priorities, and data.sampler=uniform"),
-    (["data.sampler=prioritized", "++data.replay.priority=reward_surprise"],
+    (["data.sampler=prioritized", "data.replay.priority=reward_surprise"],
      "data.replay.priority=reward_surprise: only agent_runs records carry a reward, and data._target_=forge.data.addition.Addition"),
-    (["+recipe=coder_lora", "data.sampler=prioritized", "++data.replay.priority=reward_surprise"],
+    (["+recipe=coder_lora", "data.sampler=prioritized", "data.replay.priority=reward_surprise"],
      "data.replay.priority=reward_surprise: only agent_runs records carry a reward, and its sources are python_code"),
-    (["data.sampler=prioritized", "++data.replay.priority=surprise"], "data.replay.priority=surprise: not a valid choice"),
+    (["data.sampler=prioritized", "data.replay.priority=surprise"], "data.replay.priority=surprise: not a valid choice"),
 ])
 def test_bad_surprise_settings_are_refused_naming_the_key(overrides: list[str], message: str) -> None:
     cfg, origin = compose(overrides)
@@ -135,9 +135,9 @@ def test_bad_surprise_settings_are_refused_naming_the_key(overrides: list[str], 
 
 
 def test_agent_runs_pass_validation_and_the_cli_refuses_other_data_with_exit_2(tmp_path: Path) -> None:
-    ok = ["+recipe=coder_lora", "data.sources.0.format=agent_runs", "data.sampler=prioritized", "++data.replay.priority=reward_surprise"]
+    ok = ["+recipe=coder_lora", "data.sources.0.format=agent_runs", "data.sampler=prioritized", "data.replay.priority=reward_surprise"]
     cfg, origin = compose(ok)
     assert validate(cfg, origin.where).data.replay.priority == "reward_surprise"
-    proc = run_forge("validate", "data.sampler=prioritized", "++data.replay.priority=reward_surprise", cwd=tmp_path, check=False)
+    proc = run_forge("validate", "data.sampler=prioritized", "data.replay.priority=reward_surprise", cwd=tmp_path, check=False)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert proc.stderr.startswith("forge: error: data.replay.priority=reward_surprise: only agent_runs records carry a reward")
