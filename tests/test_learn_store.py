@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,7 @@ WRITER = textwrap.dedent("""
     from forge.learn.store import Store
 
     url, name, go = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    (go.parent / f"ready-{name}").touch()  # imported: the test starts both writers together
     while not go.exists():
         time.sleep(0.005)
     store = Store.open(url)  # both open a new database at once: it is created and migrated once
@@ -147,6 +149,9 @@ def test_two_processes_recording_at_once_lose_nothing(tmp_path: Path) -> None:
     go = tmp_path / "go"
     writers = [subprocess.Popen([sys.executable, "-c", WRITER, url(tmp_path), name, str(go)], env=forge_env(),
                                 stderr=subprocess.PIPE, text=True) for name in ("alpha", "beta")]
+    deadline = time.time() + 60
+    while not all((tmp_path / f"ready-{n}").exists() for n in ("alpha", "beta")) and time.time() < deadline:
+        time.sleep(0.01)
     go.touch()
     for writer in writers:
         assert writer.wait(timeout=60) == 0, writer.stderr.read()
