@@ -64,6 +64,7 @@ def test_init_from_starts_from_the_earlier_runs_weights(two_tasks, tmp_path: Pat
         assert torch.allclose(value, _weights(tmp_path / "B")[name], atol=1e-9), name
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")  # the hook alone, without a Trainer
 def test_ewc_penalty_and_gradient_follow_the_formula(two_tasks) -> None:
     _, a = two_tasks
     module = load_checkpoint(str(a / "checkpoints" / "last.ckpt"))
@@ -106,6 +107,7 @@ def test_fisher_is_the_mean_squared_per_example_gradient_on_the_earlier_source(t
         assert torch.allclose(fisher[n], expected[n], rtol=1e-4, atol=1e-10), n
 
 
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
 def test_rehearsal_mixes_a_share_of_earlier_rows_into_the_gradient(two_tasks) -> None:
     _, a = two_tasks
     module = load_checkpoint(str(a / "checkpoints" / "last.ckpt")).train()
