@@ -49,11 +49,11 @@ def test_a_packed_rows_reward_is_the_mean_of_its_runs(tmp_path: Path) -> None:
 
 
 def test_packer_rewards_by_row() -> None:
-    packer = Packer(seq_len=10, pad_id=0, packing=True, with_rewards=True)
+    packer = Packer(seq_len=10, pad_id=0, packing=True)
     rows = [*packer.add([1] * 6, [True] * 6, 1.0), *packer.add([2] * 3, [True] * 3, 0.5), *packer.add([3] * 4, [True] * 4, 0.0)]
     rows += list(packer.flush())
     assert [(r[2].max(), r[3]) for r in rows] == [(2, 0.75), (1, 0.0)]
-    mixed = Packer(seq_len=10, pad_id=0, packing=True, with_rewards=True)
+    mixed = Packer(seq_len=10, pad_id=0, packing=True)
     assert [r[3] for r in [*mixed.add([1] * 3, [True] * 3, 1.0), *mixed.add([2] * 3, [True] * 3), *mixed.flush()]] == [None]
 
 

@@ -128,7 +128,7 @@ def test_packer_rows_and_boundaries() -> None:
     rows += list(packer.flush())
     segments = [r[2] for r in rows]
     assert sum(int((s > 0).sum()) for s in segments) == 20, "every token is placed once"
-    for inputs, labels, seg in rows:
+    for inputs, labels, seg, _ in rows:
         for k in set(seg.tolist()) - {0}:
             start = int(np.argmax(seg == k))
             assert labels[start] == IGNORE, "no example is predicted from the one before it"

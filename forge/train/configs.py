@@ -77,39 +77,35 @@ class StopAtConfig:
 UP_TO_ONE = Rule("must be in (0, 1]", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1)
 
 
-def _earlier_task(node: DictConfig, name: str) -> Iterator[tuple[str, str]]:
-    if not node.get("previous"):
-        yield "previous", f"{name} needs the earlier task's run: set init_from=RUN (the run this one continues) or callbacks.{name}.previous=RUN"
-
-
-@register("callbacks", "forge.train.continual.EWC")
 @dataclass
-class EWCConfig:
+class EarlierTaskConfig:
+    """The keys the continual-learning callbacks (forge.train.continual) share: whose rows they
+    keep learning from."""
+
     previous: Optional[str] = None  # the earlier task's run directory (default: init_from)
-    strength: float = at_least(0)  # lambda: the penalty is strength/2 * sum F (theta - theta*)^2
-    decay: float = bound(UP_TO_ONE)  # online EWC: the carried Fisher is multiplied by this per task
-    samples: int = at_least(1)  # earlier rows the Fisher is averaged over
     sources: Optional[list[str]] = None  # for a data=mixture: the earlier task's sources (null: all)
     split: str = one_of(("train", "val", "test"))
     seed: int = 0
 
     @staticmethod
     def relations(node: DictConfig) -> Iterator[tuple[str, str]]:
-        yield from _earlier_task(node, "ewc")
+        if not node.get("previous"):
+            name = node._target_.rsplit(".", 1)[-1].lower()  # ewc, rehearsal: the callback's entry
+            yield "previous", f"{name} needs the earlier task's run: set init_from=RUN (the run this one continues) or callbacks.{name}.previous=RUN"
+
+
+@register("callbacks", "forge.train.continual.EWC")
+@dataclass
+class EWCConfig(EarlierTaskConfig):
+    strength: float = at_least(0)  # lambda: the penalty is strength/2 * sum F (theta - theta*)^2
+    decay: float = bound(UP_TO_ONE)  # online EWC: the carried Fisher is multiplied by this per task
+    samples: int = at_least(1)  # earlier rows the Fisher is averaged over
 
 
 @register("callbacks", "forge.train.continual.Rehearsal")
 @dataclass
-class RehearsalConfig:
-    previous: Optional[str] = None
+class RehearsalConfig(EarlierTaskConfig):
     share: float = bound(UP_TO_ONE)  # of each optimizer step's gradient, from earlier rows
-    sources: Optional[list[str]] = None
-    split: str = one_of(("train", "val", "test"))
-    seed: int = 0
-
-    @staticmethod
-    def relations(node: DictConfig) -> Iterator[tuple[str, str]]:
-        yield from _earlier_task(node, "rehearsal")
 
 
 @register("optim", "torch.optim.AdamW")

@@ -4,22 +4,21 @@ Each row carries `segments`: 1, 2, ... for the examples packed into it and 0 for
 model builds its attention mask from it (an example attends only to itself) and restarts
 positions at each example, so a packed row trains exactly as its examples would one by one.
 
-A Packer made `with_rewards` also gives each row a reward: the mean of its examples' rewards
-(agent runs), or None when one of them has none. A packed row is trained on as one, so replay
+Each row also carries a reward: the mean of its examples' rewards (agent runs), or None when one
+of them has none. A packed row is trained on as one, so replay
 by reward surprise has one reward per row to draw it by.
 """
 
 from __future__ import annotations
 
 from statistics import fmean
-from typing import Iterator, Optional, Union
+from typing import Iterator, Optional
 
 import numpy as np
 
 from forge.data.task import IGNORE
 
-Arrays = tuple[np.ndarray, np.ndarray, np.ndarray]  # inputs, labels, segments
-Row = Union[Arrays, tuple[np.ndarray, np.ndarray, np.ndarray, Optional[float]]]  # ... and the reward, with_rewards
+Row = tuple[np.ndarray, np.ndarray, np.ndarray, Optional[float]]  # inputs, labels, segments, reward
 Packed = tuple[list[int], list[bool], Optional[float]]
 
 
@@ -28,8 +27,8 @@ class Packer:
     number of examples: a new example goes to the open row it fills most tightly; when none has
     room and all are open, the fullest row is emitted first. With packing off, a row per example."""
 
-    def __init__(self, seq_len: int, pad_id: int, packing: bool, open_rows: int = 64, with_rewards: bool = False) -> None:
-        self.seq_len, self.pad_id, self.packing, self.with_rewards = seq_len, pad_id, packing, with_rewards
+    def __init__(self, seq_len: int, pad_id: int, packing: bool, open_rows: int = 64) -> None:
+        self.seq_len, self.pad_id, self.packing = seq_len, pad_id, packing
         self.open_rows = open_rows if packing else 1
         self.rows: list[list[Packed]] = []
 
@@ -63,7 +62,5 @@ class Packer:
             labels[at] = IGNORE  # the first token of an example is never predicted from the one before
             segments[at:end] = number
             at = end
-        if not self.with_rewards:
-            return inputs, labels, segments
         rewards = [reward for _, _, reward in row]
         return inputs, labels, segments, None if None in rewards else fmean(rewards)

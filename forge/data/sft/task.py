@@ -117,7 +117,7 @@ class SFT:
     def write(self, folder: Path) -> dict[str, Any]:
         counts: Counter[str] = Counter()
         writers = {s: RowWriter(folder, s, self.seq_len) for s in SPLITS}
-        packers = {s: Packer(self.seq_len, self.tokenizer.pad_token_id, self.packing, with_rewards=True) for s in SPLITS}
+        packers = {s: Packer(self.seq_len, self.tokenizer.pad_token_id, self.packing) for s in SPLITS}
         stats = {s: Counter() for s in SPLITS}
         groups: set[str] = set()
         scan = SecretScan(self.secrets)
